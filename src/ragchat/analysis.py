@@ -1,0 +1,69 @@
+"""Text -> index terms for BM25, in English, Chinese and mixed text.
+
+English (and other Latin-script) words are lower-cased, stop words dropped, and Snowball-stemmed.
+Chinese runs are segmented into words with jieba's search mode (which also emits the shorter words
+inside long compounds, so a query for 学习 finds 机器学习). Other scripts fall back to characters.
+Also: `cjk_share`, the language signal retrieval uses to weight the dense ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from functools import lru_cache
+
+_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+ENGLISH_STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves""".split()
+)
+CHINESE_STOPWORDS = frozenset(
+    "的 了 是 在 和 与 及 或 等 也 就 都 而 被 把 对 于 之 其 这 那 些 个 一个 我 你 他 她 它 我们 你们 他们 吗 呢 吧 啊 么 什么 哪些 哪个 如何 怎么 怎样 为什么 是否 有 没有 中 上 下 将 从 向 并 但 还 又 很 更 最 以 为 所 由 让 给 到 说".split()
+)
+
+_jieba_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    with _jieba_lock:
+        jieba.initialize()
+    return jieba
+
+
+def analyze(text: str) -> list[str]:
+    """Index terms of text, in order (duplicates kept: BM25 needs term frequencies)."""
+    stem = _stemmer().stemWord
+    terms: list[str] = []
+    for m in _RUN.finditer(text.lower()):
+        run = m.group()
+        if _CJK.match(run):
+            terms += [w for w in _jieba().cut_for_search(run) if w not in CHINESE_STOPWORDS]
+        elif run not in ENGLISH_STOPWORDS:
+            terms.append(stem(run) if run.isascii() else run)
+    return terms
+
+
+def cjk_share(text: str) -> float:
+    """Share of Chinese characters among the letters of text (a Latin word counts as one)."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    return cjk / (cjk + latin) if cjk + latin else 0.0

@@ -1,0 +1,219 @@
+"""`ragchat ...`: the command line over the same engine as the web app.
+
+Exit codes: 0 success, 1 when a file failed or the engine reported an error, 2 on a usage or
+configuration error. Every error is one line for people, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ragchat.config import Settings, load_settings
+from ragchat.errors import ConfigError, RagchatError
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # Accepted before or after the command; SUPPRESS keeps a later default from hiding an earlier value.
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="TOML config file (default: ./config.toml when present)")
+    common.add_argument("--store", type=Path, default=argparse.SUPPRESS,
+                        help="store directory (default: docs_store, or RAGCHAT_STORE)")
+    p = argparse.ArgumentParser(prog="ragchat", parents=[common],
+                                description="Chat with your own documents, on your own machine.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    s = add("ingest", help="add files or folders (walked recursively)")
+    s.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    s.add_argument("--collection", help="collection to add to (default: settings.collection)")
+    s.add_argument("--password", help="password for encrypted PDFs")
+
+    s = add("docs", help="list documents")
+    s.add_argument("--json", action="store_true")
+
+    s = add("remove", help="remove documents by source name")
+    s.add_argument("sources", nargs="+", metavar="SOURCE")
+    s.add_argument("--collection", help="only in this collection")
+
+    add("reindex", help="rebuild the indexes with the configured embedding model")
+
+    s = add("ask", help="ask a question; prints the streamed answer, then the sources")
+    s.add_argument("question")
+    s.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    s.add_argument("--collection", action="append", help="limit to this collection (repeatable)")
+
+    s = add("serve", help="start the web app (the same as python app.py)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--insecure-no-auth", action="store_true", default=None,
+                   help="allow a non-loopback bind without login (trusted networks only)")
+
+    s = add("eval", help="measure retrieval on a BEIR-format data set")
+    s.add_argument("beir_dir", type=Path, metavar="BEIR_DIR")
+    s.add_argument("--split", default="test")
+    s.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default=None)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, help="only the first N queries (for quick checks)")
+
+    s = add("users", help="manage logins for team mode")
+    s.add_argument("action", choices=["add", "remove", "list", "passwd"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("--admin", action="store_true")
+    s.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.store = getattr(args, "store", None)
+    overrides: dict = {"store": args.store}
+    if args.command == "serve":
+        server = {k: v for k, v in {"host": args.host, "port": args.port, "insecure_no_auth": args.insecure_no_auth}.items()
+                  if v is not None}
+        if server:
+            overrides["server"] = server
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"ragchat: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _COMMANDS[args.command](settings, args)
+    except ConfigError as exc:
+        print(f"ragchat: {exc}", file=sys.stderr)
+        return 2
+    except RagchatError as exc:
+        print(f"ragchat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ragchat: interrupted", file=sys.stderr)
+        return 130
+
+
+def _engine(settings: Settings, **kw):
+    from ragchat.engine import Engine
+
+    return Engine(settings, **kw)
+
+
+def cmd_ingest(settings: Settings, args) -> int:
+    from ragchat.ingest.pipeline import collect
+
+    files = collect(args.paths)
+    with _engine(settings) as eng:
+        for r in eng.ingestor.recover():
+            print(f"{r.source}: {r.line()} (resumed after an interruption)", flush=True)
+        width = max((len(f.source) for f in files), default=0)
+        failed = 0
+        for f in files:
+            (r,) = eng.ingestor.ingest([f], args.collection or settings.collection, password=args.password)
+            failed += r.outcome == "failed"
+            print(f"{r.source:<{width}}  {r.line()}", flush=True)
+    return 1 if failed else 0
+
+
+def cmd_docs(settings: Settings, args) -> int:
+    with _engine(settings) as eng:
+        docs = eng.catalog.documents()
+    if args.json:
+        print(json.dumps([d.as_dict() for d in docs], ensure_ascii=False))
+        return 0
+    if not docs:
+        print("no documents yet: run `ragchat ingest PATH`")
+        return 0
+    print(f"{'source':<48} {'pages':>5} {'chunks':>6}  {'status':<8} collection")
+    for d in docs:
+        status = d.status if d.status != "failed" else f"failed: {d.error}"
+        print(f"{d.source:<48} {d.pages:>5} {d.chunks:>6}  {status:<8} {d.collection}")
+    return 0
+
+
+def cmd_remove(settings: Settings, args) -> int:
+    missing = 0
+    with _engine(settings) as eng:
+        for source in args.sources:
+            docs = [d for d in eng.catalog.documents() if d.source == source and (not args.collection or d.collection == args.collection)]
+            if not docs:
+                print(f"{source}: not found (see `ragchat docs`)")
+                missing += 1
+            for d in docs:
+                eng.ingestor.remove(d.id)
+                print(f"{source}: removed {d.chunks} chunks from {d.collection}")
+    return 1 if missing else 0
+
+
+def cmd_reindex(settings: Settings, args) -> int:
+    with _engine(settings, allow_model_change=True) as eng:
+        results = eng.reindex()
+        print(f"reindexed {len(results)} documents, {sum(r.chunks for r in results)} chunks with {eng.embedder.model_id}")
+    return 0
+
+
+def cmd_ask(settings: Settings, args) -> int:
+    from ragchat.retrieve import Filters
+
+    with _engine(settings) as eng:
+        answer, streamed = None, []
+        for ev in eng.chat.stream(args.question, filters=Filters(collections=args.collection)):
+            if ev.kind == "token" and not args.json:
+                streamed.append(ev.text)
+                print(ev.text, end="", flush=True)
+            elif ev.kind == "done":
+                answer = ev.answer
+    if answer.notice:
+        print(f"note: {answer.notice}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "answer": answer.text, "provider": answer.provider, "model": answer.model, "partial": answer.partial,
+            "error": answer.error,
+            "sources": [{"id": s.id, "source": s.source, "page": s.page, "text": s.text, "score": s.score} for s in answer.sources],
+        }, ensure_ascii=False))
+    else:
+        if "".join(streamed).strip() != answer.text:  # citation markers were added, or nothing was streamed
+            print(("\n\n" if streamed else "") + answer.text, end="")
+        print()
+        if answer.sources:
+            print("\nSources:")
+        for s in answer.sources:
+            page = f", page {s.page}" if s.page is not None else ""
+            print(f"[{s.id}] {s.source}{page}: {' '.join(s.text.split())[:160]}")
+        if answer.error:
+            print(f"{'(partial answer) ' if answer.partial else ''}{answer.error}", file=sys.stderr)
+    return 1 if answer.error else 0
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    from ragchat.ui.server import serve
+
+    serve(settings)
+    return 0
+
+
+def cmd_eval(settings: Settings, args) -> int:
+    from ragchat.evaluate import run_eval
+
+    return run_eval(settings, args.beir_dir, split=args.split, mode=args.mode, as_json=args.json,
+                    store=args.store, limit=args.limit)
+
+
+def cmd_users(settings: Settings, args) -> int:
+    from ragchat.auth import users_command
+
+    return users_command(settings, args)
+
+
+_COMMANDS = {
+    "ingest": cmd_ingest, "docs": cmd_docs, "remove": cmd_remove, "reindex": cmd_reindex, "ask": cmd_ask,
+    "serve": cmd_serve, "eval": cmd_eval, "users": cmd_users,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

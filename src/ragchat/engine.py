@@ -1,0 +1,168 @@
+"""The one place where ragchat's parts are built from the settings and wired together.
+
+Nothing heavy happens in the constructor beyond opening the catalog and taking the store lock: the
+embedding model, Chroma, the parsing worker and the LLM are created on first use, so the web app
+can serve its page before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from functools import cached_property
+from pathlib import Path
+
+from ragchat.chat import ChatEngine, ChatOptions
+from ragchat.config import Settings
+from ragchat.embeddings import build_embedder
+from ragchat.errors import EmbeddingModelMismatch, StoreError
+from ragchat.ingest.isolation import IsolatedLoader
+from ragchat.ingest.pipeline import Ingestor
+from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm
+from ragchat.retrieve import Filters, Retriever
+from ragchat.store.catalog import Catalog
+from ragchat.store.lexical import LexicalIndex
+from ragchat.store.vectors import VectorIndex
+
+_RESOLVE_TTL_S = 30.0
+
+
+class StoreLock:
+    """Chroma's embedded mode is not safe for several processes: one process per store."""
+
+    def __init__(self, store: Path):
+        self.path = store / ".lock"
+        self._fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            pid = self._fh.read().strip() or "unknown"
+            self._fh.close()
+            raise StoreError(
+                f"the store {store} is in use by another ragchat process (pid {pid}). Chroma's embedded store is not safe "
+                "for two processes: stop the other one (or use the web app it serves), or pass another --store"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+
+
+class Engine:
+    def __init__(self, settings: Settings, *, allow_model_change: bool = False):
+        self.settings = settings
+        self.store = settings.store
+        self.store.mkdir(parents=True, exist_ok=True)
+        self._lock = StoreLock(self.store)
+        try:
+            self.catalog = Catalog(settings.catalog_sqlalchemy_url)
+            self.check_embedding_model(allow_model_change)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.gate = LLMGate(settings.llm.max_concurrent, settings.llm.max_queue)
+        self._resolved: dict[tuple, tuple[float, ResolvedLLM]] = {}
+        self._resolve_lock = threading.Lock()
+
+    # ---- parts, built on first use -------------------------------------------------------------
+
+    @cached_property
+    def embedder(self):
+        return build_embedder(self.settings.embedding, self.settings.llm.ollama_url, self.settings.llm.timeout_s,
+                              cache_dir=self.store / "cache")
+
+    @cached_property
+    def vectors(self) -> VectorIndex:
+        return VectorIndex(self.store / "chroma", self.embedder)
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        return LexicalIndex(self.store / "lexical.sqlite")
+
+    @cached_property
+    def loader(self) -> IsolatedLoader:
+        return IsolatedLoader(self.settings.ingest)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.settings.retrieval, self.embedder, self.vectors, self.lexical, self.catalog,
+                         multilingual=self.embedder.multilingual)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        limit = self.embedder.max_tokens - 2  # the model's [CLS] and [SEP]
+        self.catalog.set_meta("embed_model", self.embedder.model_id)
+        return Ingestor(
+            catalog=self.catalog, vectors=self.vectors, lexical=self.lexical, embedder=self.embedder, loader=self.loader,
+            store_dir=self.store, max_tokens=min(self.settings.chunking.max_tokens, limit),
+            overlap_tokens=self.settings.chunking.overlap_tokens, batch_size=self.settings.embedding.batch_size,
+            max_file_bytes=self.settings.ingest.max_file_mb * 1_000_000,
+        )
+
+    @cached_property
+    def chat(self) -> ChatEngine:
+        return ChatEngine(self.settings.chat, self.retriever, self.llm_for, self.gate, self.settings.llm.timeout_s,
+                          self.has_documents)
+
+    # ---- behaviour that needs several parts ------------------------------------------------------
+
+    def check_embedding_model(self, allow_change: bool) -> None:
+        built_with = self.catalog.get_meta("embed_model")
+        wanted = f"{self.settings.embedding.provider}:{self.settings.embedding.model}"
+        if built_with and built_with != wanted and not allow_change and self.catalog.count_chunks():
+            raise EmbeddingModelMismatch(
+                f"this store was indexed with {built_with}, but the configuration asks for {wanted}. Vectors of two models "
+                f"cannot be mixed. Run `ragchat reindex` to rebuild the index with {wanted} (your documents are kept), "
+                f"or set embedding.model back to {built_with.split(':', 1)[1]!r}"
+            )
+
+    def reindex(self, on_event=None):
+        return self.ingestor.reindex(on_event)
+
+    def has_documents(self, filters: Filters) -> bool:
+        searchable = self.catalog.searchable_doc_ids()
+        if filters.doc_ids is not None:
+            searchable = searchable & set(filters.doc_ids)
+        if filters.collections is not None:
+            wanted = set(filters.collections)
+            return any(d.id in searchable for d in self.catalog.documents(collections=list(wanted)))
+        return bool(searchable)
+
+    def llm_for(self, options: ChatOptions) -> ResolvedLLM:
+        llm_settings = self.settings.llm
+        if options.temperature is not None:
+            llm_settings = llm_settings.model_copy(update={"temperature": options.temperature})
+        key = (options.model, llm_settings.temperature)
+        with self._resolve_lock:
+            hit = self._resolved.get(key)
+            if hit and time.monotonic() - hit[0] < _RESOLVE_TTL_S:
+                return hit[1]
+        resolved = resolve_llm(llm_settings, options.model)
+        with self._resolve_lock:
+            self._resolved[key] = (time.monotonic(), resolved)
+        return resolved
+
+    def ollama_models(self) -> list[str]:
+        return list_ollama_models(self.settings.llm)
+
+    def close(self) -> None:
+        if "loader" in self.__dict__:
+            self.loader.close()
+        if "lexical" in self.__dict__:
+            self.lexical.close()
+        self.catalog.close()
+        self._lock.release()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

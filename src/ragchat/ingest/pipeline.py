@@ -1,0 +1,314 @@
+"""Files -> catalog + vector index + lexical index, with progress events; idempotent and crash-safe.
+
+For each file: hash it; if the catalog already has this content under this source and model, report
+"unchanged" and touch nothing. Otherwise parse it in the isolated loader (the next file is parsed in
+the background while this one embeds), chunk it, mark the document "indexing" in the catalog
+(committed before any index is touched), swap its old chunks for the new ones in both indexes, and
+mark it "done". A crash leaves the document in "indexing"; `recover()` purges every chunk of such a
+document from both indexes and ingests it again from the stored original.
+
+One bad file never stops the others: its failure is recorded with a reason for people.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ragchat.errors import LoadError, RagchatError
+from ragchat.ingest.chunking import Chunk, chunk_pages
+from ragchat.ingest.isolation import IsolatedLoader
+from ragchat.store.catalog import Catalog
+from ragchat.store.lexical import LexicalIndex
+from ragchat.store.vectors import VectorIndex
+
+SUPPORTED_SUFFIXES = {".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".text"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    source: str  # the name people see and cite: relative to the folder that was ingested
+
+
+@dataclass(frozen=True)
+class _Parse:
+    """A parse running in the isolated loader, with the facts already known about the file."""
+
+    future: Future
+    sha256: str
+    size: int
+
+
+@dataclass
+class FileEvent:
+    source: str
+    stage: str  # queued | reading | embedding | done | unchanged | failed
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+@dataclass
+class FileResult:
+    source: str
+    outcome: str  # added | updated | unchanged | failed
+    chunks: int = 0
+    error: str | None = None
+    doc_id: str | None = None
+
+    def line(self) -> str:
+        if self.outcome == "failed":
+            return f"failed: {self.error}"
+        if self.outcome == "unchanged":
+            return "unchanged"
+        return f"{self.outcome} {self.chunks} chunks"
+
+
+def collect(paths: Iterable[Path]) -> list[SourceFile]:
+    """Files to ingest: files as given, folders walked recursively (hidden entries skipped).
+    A missing path raises RagchatError."""
+    out: list[SourceFile] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_file():
+            out.append(SourceFile(p, p.name))
+        elif p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    fp = Path(root) / f
+                    if not f.startswith(".") and fp.is_file():
+                        out.append(SourceFile(fp, fp.relative_to(p).as_posix()))
+        else:
+            raise RagchatError(f"{p} does not exist")
+    return out
+
+
+def doc_id_for(collection: str, source: str) -> str:
+    return hashlib.sha256(f"{collection}\0{source}".encode()).hexdigest()[:32]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot escape a folder or confuse a shell: no separators, dots-only,
+    control characters or NUL."""
+    name = name.replace("\\", "/").split("/")[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name)
+    name = re.sub(r"[^\w.\-() \u4e00-\u9fff]", "_", name).strip(" .")
+    return name[:150] or "file"
+
+
+class Ingestor:
+    def __init__(self, *, catalog: Catalog, vectors: VectorIndex, lexical: LexicalIndex, embedder, loader: IsolatedLoader,
+                 store_dir: Path, max_tokens: int, overlap_tokens: int, batch_size: int, max_file_bytes: int):
+        self.catalog = catalog
+        self.vectors = vectors
+        self.lexical = lexical
+        self.embedder = embedder
+        self.loader = loader
+        self.files_dir = store_dir / "files"
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+        self.batch_size = batch_size
+        self.max_file_bytes = max_file_bytes
+        self._lock = threading.Lock()  # one ingestion at a time; chat keeps working meanwhile
+
+    def ingest(self, files: Sequence[SourceFile], collection: str, password: str | None = None, owner: str | None = None,
+               on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
+        emit = on_event or (lambda e: None)
+        for f in files:
+            emit(FileEvent(f.source, "queued"))
+        with self._lock:
+            results: list[FileResult] = []
+            pending: Future | None = None
+            for i, f in enumerate(files):
+                parse = pending if pending is not None else self._start_parse(f, collection, password)
+                pending = self._start_parse(files[i + 1], collection, password) if i + 1 < len(files) else None
+                results.append(self._ingest_one(f, collection, owner, parse, emit))
+            return results
+
+    def _start_parse(self, f: SourceFile, collection: str, password: str | None) -> _Parse | FileResult:
+        """Either a parse under way, or a FileResult when no parse is needed."""
+        try:
+            size = f.path.stat().st_size
+            if size > self.max_file_bytes:
+                raise LoadError(f"larger than the {self.max_file_bytes // 1_000_000} MB limit ({size / 1e6:.0f} MB)", "too-large")
+            sha = sha256_file(f.path)
+        except OSError as exc:
+            return FileResult(f.source, "failed", error=f"cannot read the file: {exc.strerror or exc}")
+        except LoadError as exc:
+            return FileResult(f.source, "failed", error=str(exc))
+        doc_id = doc_id_for(collection, f.source)
+        old = self.catalog.get(doc_id)
+        if old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
+            return FileResult(f.source, "unchanged", chunks=old.chunks, doc_id=doc_id)
+        return _Parse(self.loader.submit(f.path, password), sha, size)
+
+    def _ingest_one(self, f: SourceFile, collection: str, owner: str | None, parse, emit) -> FileResult:
+        doc_id = doc_id_for(collection, f.source)
+        if isinstance(parse, FileResult):
+            if parse.outcome == "failed":
+                self.catalog.record_failure(doc_id=doc_id, source=f.source, collection=collection, owner=owner, error=parse.error)
+            emit(FileEvent(f.source, "unchanged" if parse.outcome == "unchanged" else "failed", message=parse.line()))
+            return parse
+        emit(FileEvent(f.source, "reading"))
+        try:
+            doc = parse.future.result()
+            pages = [(p.number, p.text) for p in doc.pages]
+            chunks = chunk_pages(pages, self.embedder.tokenizer, self.max_tokens, self.overlap_tokens, doc_id, parse.sha256)
+            if not chunks:
+                raise LoadError("no text found in the file", "empty")
+        except LoadError as exc:
+            self.catalog.record_failure(doc_id=doc_id, source=f.source, collection=collection, owner=owner,
+                                        error=str(exc), sha256=parse.sha256, size=parse.size)
+            emit(FileEvent(f.source, "failed", message=f"failed: {exc}"))
+            return FileResult(f.source, "failed", error=str(exc), doc_id=doc_id)
+
+        old = self.catalog.get(doc_id)
+        existed = old is not None and old.status == "done"
+        original = self._keep_original(f.path, doc_id)
+        old_ids = self.catalog.begin_document(
+            doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=parse.sha256, size=parse.size,
+            kind=doc.kind, pages=pages, embed_model=self.embedder.model_id, original=original,
+        )
+        self.vectors.delete(old_ids)
+        self.lexical.delete(old_ids)
+        self._index([(doc_id, f.source, collection, c) for c in chunks],
+                    lambda n: emit(FileEvent(f.source, "embedding", n, len(chunks))))
+        n = self.catalog.finish_document(doc_id)
+        result = FileResult(f.source, "updated" if existed else "added", chunks=n, doc_id=doc_id)
+        emit(FileEvent(f.source, "done", n, n, message=result.line()))
+        return result
+
+    def _index(self, items: Sequence[tuple[str, str, str, Chunk]], progress: Callable[[int], None]) -> None:
+        """Embed and write chunks to both indexes and the catalog. items: (doc_id, source, collection, chunk)."""
+        step = self.batch_size * 4
+        for i in range(0, len(items), step):
+            batch = items[i : i + step]
+            texts = [c.text for _, _, _, c in batch]
+            vecs = self.embedder.embed_documents(texts)
+            metas = [{"doc_id": d, "source": s, "collection": col, "page": c.page if c.page is not None else -1}
+                     for d, s, col, c in batch]
+            self.vectors.add([c.id for *_, c in batch], vecs, metas, texts)
+            self.lexical.add((c.id, d, col, c.text) for d, _, col, c in batch)
+            self.catalog.add_chunks((d, c) for d, _, _, c in batch)
+            progress(i + len(batch))
+
+    def ingest_texts(self, items: Iterable[tuple[str, str]], collection: str, owner: str | None = None,
+                     flush_chunks: int = 512) -> int:
+        """Ingest (source, text) pairs without files, batching chunks across documents (for
+        evaluation corpora of many short documents). Returns the number of chunks added."""
+        pending: list[tuple[str, str, str, Chunk]] = []
+        doc_ids: list[str] = []
+        added = 0
+
+        def flush() -> None:
+            self._index(pending, lambda n: None)
+            for d in doc_ids:
+                self.catalog.finish_document(d)
+            pending.clear()
+            doc_ids.clear()
+
+        with self._lock:
+            for source, text in items:
+                doc_id = doc_id_for(collection, source)
+                sha = hashlib.sha256(text.encode()).hexdigest()
+                old = self.catalog.get(doc_id)
+                if old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
+                    continue
+                chunks = chunk_pages([(None, text)], self.embedder.tokenizer, self.max_tokens, self.overlap_tokens, doc_id, sha)
+                old_ids = self.catalog.begin_document(
+                    doc_id=doc_id, source=source, collection=collection, owner=owner, sha256=sha, size=len(text.encode()),
+                    kind="txt", pages=[(None, text)], embed_model=self.embedder.model_id, original=None,
+                )
+                self.vectors.delete(old_ids)
+                self.lexical.delete(old_ids)
+                pending += [(doc_id, source, collection, c) for c in chunks]
+                doc_ids.append(doc_id)
+                added += len(chunks)
+                if len(pending) >= flush_chunks:
+                    flush()
+            flush()
+        return added
+
+    def _keep_original(self, path: Path, doc_id: str) -> str:
+        """Copy the original under the store with a safe name (for page previews and recovery)."""
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        rel = f"{doc_id}-{safe_name(path.name)}"
+        dest = self.files_dir / rel
+        if path.resolve() != dest.resolve():
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        return f"files/{rel}"
+
+    def remove(self, doc_id: str) -> bool:
+        info = self.catalog.get(doc_id)
+        if info is None:
+            return False
+        with self._lock:
+            self.catalog.mark_indexing(doc_id)  # unsearchable at once, recoverable if we crash now
+            ids = self.catalog.chunk_ids(doc_id)
+            self.vectors.delete(ids)
+            self.lexical.delete(ids)
+            self.catalog.remove(doc_id)
+        if info.original:
+            (self.files_dir.parent / info.original).unlink(missing_ok=True)
+        return True
+
+    def recover(self, on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
+        """Purge documents a crash left half-written, then ingest them again from their originals."""
+        redo: list[tuple[SourceFile, str, str | None]] = []
+        for info in self.catalog.unfinished():
+            with self._lock:
+                self.vectors.delete_doc(info.id)
+                self.lexical.delete_doc(info.id)
+            original = self.files_dir.parent / info.original if info.original else None
+            if original and original.is_file():
+                self.catalog.remove(info.id)
+                redo.append((SourceFile(original, info.source), info.collection, info.owner))
+            else:
+                self.catalog.remove(info.id)
+                self.catalog.record_failure(doc_id=info.id, source=info.source, collection=info.collection, owner=info.owner,
+                                            error="interrupted before it finished; add the file again")
+        results = []
+        for sf, collection, owner in redo:
+            results += self.ingest([sf], collection, owner=owner, on_event=on_event)
+        return results
+
+    def reindex(self, on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
+        """Rebuild both indexes from the catalog's pages with the configured embedder (after a
+        model change). Chunk boundaries are measured again with the new model's tokenizer."""
+        emit = on_event or (lambda e: None)
+        results = []
+        with self._lock:
+            self.vectors.reset()
+            self.lexical.clear()
+            for info in self.catalog.documents(status="done") + self.catalog.unfinished():
+                pages = self.catalog.pages_of(info.id)
+                chunks = chunk_pages(pages, self.embedder.tokenizer, self.max_tokens, self.overlap_tokens, info.id, info.sha256)
+                self.catalog.begin_document(
+                    doc_id=info.id, source=info.source, collection=info.collection, owner=info.owner, sha256=info.sha256,
+                    size=info.size, kind=info.kind, pages=pages, embed_model=self.embedder.model_id, original=info.original,
+                )
+                self._index([(info.id, info.source, info.collection, c) for c in chunks],
+                            lambda n, s=info.source, t=len(chunks): emit(FileEvent(s, "embedding", n, t)))
+                n = self.catalog.finish_document(info.id)
+                emit(FileEvent(info.source, "done", n, n))
+                results.append(FileResult(info.source, "updated", chunks=n, doc_id=info.id))
+        return results

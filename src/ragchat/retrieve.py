@@ -1,0 +1,124 @@
+"""One retrieval function used by chat, the CLI and `ragchat eval` alike.
+
+Dense (Chroma) and lexical (BM25) rankings are fused with weighted reciprocal rank fusion. The
+weight of the dense ranking adapts to the query's language: an English-only embedder understands
+little Chinese, so for a Chinese query its ranking gets `cjk_dense_weight` instead of
+`dense_weight` and BM25 leads. Filters (collections, documents) are applied inside both indexes,
+and only chunks of documents whose ingestion finished ("done") are ever returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from sqlalchemy import select
+
+from ragchat.analysis import analyze, cjk_share
+from ragchat.config import RetrievalSettings
+from ragchat.store.catalog import Catalog, ChunkRow, Document
+from ragchat.store.lexical import LexicalIndex
+from ragchat.store.vectors import VectorIndex
+
+
+@dataclass(frozen=True)
+class Filters:
+    collections: Sequence[str] | None = None  # None = all
+    doc_ids: Sequence[str] | None = None  # None = all
+
+
+@dataclass
+class Hit:
+    chunk_id: str
+    doc_id: str
+    source: str
+    collection: str
+    page: int | None
+    start: int
+    end: int
+    text: str
+    score: float  # fused score
+    dense: float | None = None  # cosine similarity, when the dense index returned it
+    lexical: float | None = None  # BM25 score, when the lexical index returned it
+    coverage: float = 0.0  # share of query terms found in the chunk
+    relevant: bool = field(default=True)
+
+
+class Retriever:
+    def __init__(self, settings: RetrievalSettings, embedder, vectors: VectorIndex, lexical: LexicalIndex,
+                 catalog: Catalog, multilingual: bool):
+        self.settings = settings
+        self.embedder = embedder
+        self.vectors = vectors
+        self.lexical = lexical
+        self.catalog = catalog
+        self.multilingual = multilingual
+
+    def dense_weight(self, query: str) -> float:
+        if not self.multilingual and cjk_share(query) >= 0.3:
+            return self.settings.cjk_dense_weight
+        return self.settings.dense_weight
+
+    def search(self, query: str, filters: Filters = Filters(), k: int | None = None, mode: str | None = None,
+               candidates: int | None = None) -> list[Hit]:
+        """The k best chunks for query, best first, each marked relevant or not."""
+        k = k or self.settings.top_k
+        mode = mode or self.settings.mode
+        n = max(candidates or self.settings.candidates, k)
+        if not query.strip() or (filters.collections is not None and not filters.collections) or (
+            filters.doc_ids is not None and not filters.doc_ids
+        ):
+            return []
+        dense, lexical = [], []
+        if mode in ("hybrid", "dense"):
+            vec = self.embedder.embed_query(query)
+            dense = self.vectors.search(vec, n, filters.collections, filters.doc_ids)
+        if mode in ("hybrid", "lexical"):
+            lexical = self.lexical.search(query, n, filters.collections, filters.doc_ids)
+
+        searchable = self.catalog.searchable_doc_ids()
+        dense = [h for h in dense if h.doc_id in searchable]
+        lexical = [h for h in lexical if h.doc_id in searchable]
+
+        weights = {"dense": self.dense_weight(query), "lexical": self.settings.lexical_weight}
+        if mode == "dense":
+            weights["lexical"] = 0.0
+        elif mode == "lexical":
+            weights["dense"] = 0.0
+        fused: dict[str, float] = {}
+        for name, ranking in (("dense", dense), ("lexical", lexical)):
+            for rank, h in enumerate(ranking):
+                fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + weights[name] / (self.settings.rrf_k + rank + 1)
+        # With a zero weight a ranking only breaks ties; keep its order as a tiny epsilon.
+        for rank, h in enumerate(dense if weights["dense"] == 0 else []):
+            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1e-9 / (rank + 1)
+        top = sorted(fused, key=fused.get, reverse=True)[:k]
+
+        dmap = {h.chunk_id: h.score for h in dense}
+        lmap = {h.chunk_id: h for h in lexical}
+        rows = self._rows(top)
+        qterms = set(analyze(query))
+        hits = []
+        for cid in top:
+            if cid not in rows:
+                continue  # removed between the index query and now
+            c, d = rows[cid]
+            lh = lmap.get(cid)
+            coverage = len(qterms & set(analyze(c.text))) / len(qterms) if qterms else 0.0
+            hit = Hit(cid, c.doc_id, d.source, d.collection, c.page, c.start, c.end, c.text, fused[cid],
+                      dmap.get(cid), lh.score if lh else None, coverage)
+            hit.relevant = self._relevant(hit, weights["dense"] > 0)
+            hits.append(hit)
+        return hits
+
+    def _relevant(self, hit: Hit, dense_trusted: bool) -> bool:
+        if hit.coverage >= self.settings.min_term_coverage:
+            return True
+        return dense_trusted and hit.dense is not None and hit.dense >= self.settings.min_dense_score
+
+    def _rows(self, ids: list[str]) -> dict[str, tuple[ChunkRow, Document]]:
+        if not ids:
+            return {}
+        with self.catalog.session() as s:
+            q = select(ChunkRow, Document).join(Document, Document.id == ChunkRow.doc_id).where(ChunkRow.id.in_(ids))
+            return {c.id: (c, d) for c, d in s.execute(q)}

@@ -1,0 +1,126 @@
+"""The only module that talks to Chroma: an embedded PersistentClient under the store, through
+langchain-chroma, with telemetry off and the embedding function always given explicitly.
+
+Vectors are cosine-normalised. Writes take precomputed embeddings (the ingest pipeline embeds in
+its own batches so it can overlap parsing and embedding); queries take a query vector so that one
+embedding serves both search and relevance checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from langchain_core.embeddings import Embeddings
+
+from ragchat.errors import StoreError
+
+COLLECTION = "chunks"
+
+
+@dataclass(frozen=True)
+class DenseHit:
+    chunk_id: str
+    doc_id: str
+    score: float  # cosine similarity
+
+
+class VectorIndex:
+    def __init__(self, path: Path, embedder: Embeddings):
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+        from langchain_chroma import Chroma
+
+        logging.getLogger("chromadb.telemetry").setLevel(logging.CRITICAL)
+        try:
+            self.client = chromadb.PersistentClient(
+                path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+            )
+            self.store = Chroma(
+                client=self.client,
+                collection_name=COLLECTION,
+                embedding_function=embedder,
+                collection_metadata={"hnsw:space": "cosine"},
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot open the vector index at {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    @property
+    def _collection(self):
+        return self.store._collection  # langchain-chroma has no public add-with-vectors
+
+    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], metadatas: Sequence[dict], texts: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            for i in range(0, len(ids), 4000):  # below Chroma's max batch size
+                self._collection.upsert(
+                    ids=list(ids[i : i + 4000]),
+                    embeddings=[list(v) for v in vectors[i : i + 4000]],
+                    metadatas=list(metadatas[i : i + 4000]),
+                    documents=list(texts[i : i + 4000]),
+                )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            for i in range(0, len(ids), 4000):
+                self.store.delete(ids=list(ids[i : i + 4000]))
+
+    def delete_doc(self, doc_id: str) -> None:
+        with self._lock:
+            self._collection.delete(where={"doc_id": doc_id})
+
+    def search(
+        self,
+        vector: Sequence[float],
+        k: int,
+        collections: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None = None,
+    ) -> list[DenseHit]:
+        where = _where(collections, doc_ids)
+        res = self._collection.query(
+            query_embeddings=[list(vector)], n_results=k, where=where, include=["metadatas", "distances"]
+        )
+        ids, metas, dists = res["ids"][0], res["metadatas"][0], res["distances"][0]
+        return [DenseHit(cid, (m or {}).get("doc_id", ""), 1.0 - float(d)) for cid, m, d in zip(ids, metas, dists)]
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def chunk_ids(self) -> set[str]:
+        out: set[str] = set()
+        offset = 0
+        while True:
+            got = self._collection.get(include=[], limit=10000, offset=offset)["ids"]
+            out.update(got)
+            if len(got) < 10000:
+                return out
+            offset += len(got)
+
+    def reset(self) -> None:
+        """Drop every vector (for reindex with another model, whose dimension may differ)."""
+        with self._lock:
+            self.store.delete_collection()
+            self.store = type(self.store)(
+                client=self.client,
+                collection_name=COLLECTION,
+                embedding_function=self.store.embeddings,
+                collection_metadata={"hnsw:space": "cosine"},
+            )
+
+
+def _where(collections: Sequence[str] | None, doc_ids: Sequence[str] | None) -> dict | None:
+    clauses = []
+    if collections is not None:
+        clauses.append({"collection": {"$in": list(collections)}})
+    if doc_ids is not None:
+        clauses.append({"doc_id": {"$in": list(doc_ids)}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -1,0 +1,57 @@
+"""Settings precedence (flags > env > file > defaults) and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from ragchat.config import load_settings
+from ragchat.errors import ConfigError
+
+
+@pytest.fixture
+def toml(tmp_path):
+    p = tmp_path / "config.toml"
+    p.write_text('store = "from_file"\n[llm]\nprovider = "ollama"\ntemperature = 0.5\n')
+    return p
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no config.toml here
+    s = load_settings()
+    assert s.store == Path("docs_store")
+    assert s.llm.provider == "auto"
+    assert s.embedding.model == "all-MiniLM-L6-v2"
+
+
+def test_file_then_env_then_flags(monkeypatch, toml):
+    s = load_settings(toml)
+    assert (s.store, s.llm.provider, s.llm.temperature) == (Path("from_file"), "ollama", 0.5)
+    monkeypatch.setenv("RAGCHAT_LLM__PROVIDER", "llamacpp")
+    monkeypatch.setenv("RAGCHAT_STORE", "from_env")
+    s = load_settings(toml)
+    assert (s.store, s.llm.provider, s.llm.temperature) == (Path("from_env"), "llamacpp", 0.5)
+    s = load_settings(toml, store=Path("from_flag"))
+    assert s.store == Path("from_flag")
+
+
+def test_wrong_value_names_key_and_choices(monkeypatch, toml):
+    monkeypatch.setenv("RAGCHAT_LLM__PROVIDER", "gpt4")
+    with pytest.raises(ConfigError) as e:
+        load_settings(toml)
+    msg = str(e.value)
+    assert "llm.provider" in msg and "'auto'" in msg and "'llamacpp'" in msg and "RAGCHAT_LLM__PROVIDER" in msg
+
+
+def test_unknown_key_and_bad_number(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[retrieval]\ntop_kk = 3\n")
+    with pytest.raises(ConfigError, match="retrieval.top_kk: unknown setting"):
+        load_settings(p)
+    p.write_text("[retrieval]\ntop_k = -1\n")
+    with pytest.raises(ConfigError, match="retrieval.top_k"):
+        load_settings(p)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
