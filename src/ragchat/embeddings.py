@@ -84,6 +84,9 @@ class SentenceTransformerEmbedder(Embeddings):
         os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a hub, even for a missing file
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar is noise in CLI output
 
         with self._lock:
             try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ragchat.errors import LoadError, RagchatError
+from ragchat.errors import LoadError
 from ragchat.ingest.chunking import Chunk, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.store.catalog import Catalog
@@ -73,8 +73,7 @@ class FileResult:
 
 
 def collect(paths: Iterable[Path]) -> list[SourceFile]:
-    """Files to ingest: files as given, folders walked recursively (hidden entries skipped).
-    A missing path raises RagchatError."""
+    """Files to ingest: files as given, folders walked recursively (hidden entries skipped)."""
     out: list[SourceFile] = []
     for p in paths:
         p = Path(p)
@@ -87,8 +86,8 @@ def collect(paths: Iterable[Path]) -> list[SourceFile]:
                     fp = Path(root) / f
                     if not f.startswith(".") and fp.is_file():
                         out.append(SourceFile(fp, fp.relative_to(p).as_posix()))
-        else:
-            raise RagchatError(f"{p} does not exist")
+        else:  # reported as a failed file, so the other paths still ingest
+            out.append(SourceFile(p, p.name))
     return out
 
 

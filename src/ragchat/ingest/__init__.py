@@ -1,0 +1,1 @@
+"""Ingestion: files in, pages of text out, then chunks, embeddings and index entries."""
