@@ -69,4 +69,4 @@ def test_usage_and_config_errors_exit_2(tmp_path):
     r = ragchat("docs", store=tmp_path / "s", env_extra={"RAGCHAT_LLM__PROVIDER": "nope"})
     assert r.returncode == 2 and "llm.provider" in r.stderr and "Traceback" not in r.stderr
     r = ragchat("ingest", str(tmp_path / "missing"), store=tmp_path / "s")
-    assert r.returncode == 1 and "failed: cannot read the file" in r.stdout and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "failed: file not found" in r.stdout and "Traceback" not in r.stderr

@@ -104,7 +104,6 @@ class Engine:
             catalog=self.catalog, vectors=self.vectors, lexical=self.lexical, embedder=self.embedder, loader=self.loader,
             store_dir=self.store, max_tokens=min(self.settings.chunking.max_tokens, limit),
             overlap_tokens=self.settings.chunking.overlap_tokens, batch_size=self.settings.embedding.batch_size,
-            max_file_bytes=self.settings.ingest.max_file_mb * 1_000_000,
         )
 
     @cached_property

@@ -59,7 +59,7 @@ class IsolatedLoader:
             if self._closed:
                 raise RuntimeError("this IsolatedLoader is closed")
         try:
-            self._check_file(path)
+            self.check_file(path)
         except LoadError as exc:
             failed: Future[LoadedDocument] = Future()
             failed.set_exception(exc)
@@ -83,7 +83,7 @@ class IsolatedLoader:
 
     # --- parent side -------------------------------------------------------------------------
 
-    def _check_file(self, path: Path) -> None:
+    def check_file(self, path: Path) -> None:
         """Refuse what must not reach the worker, from the file's metadata alone (nothing is read)."""
         try:
             info = os.stat(path)

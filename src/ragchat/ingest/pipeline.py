@@ -114,7 +114,7 @@ def safe_name(name: str) -> str:
 
 class Ingestor:
     def __init__(self, *, catalog: Catalog, vectors: VectorIndex, lexical: LexicalIndex, embedder, loader: IsolatedLoader,
-                 store_dir: Path, max_tokens: int, overlap_tokens: int, batch_size: int, max_file_bytes: int):
+                 store_dir: Path, max_tokens: int, overlap_tokens: int, batch_size: int):
         self.catalog = catalog
         self.vectors = vectors
         self.lexical = lexical
@@ -124,7 +124,6 @@ class Ingestor:
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
         self.batch_size = batch_size
-        self.max_file_bytes = max_file_bytes
         self._lock = threading.Lock()  # one ingestion at a time; chat keeps working meanwhile
 
     def ingest(self, files: Sequence[SourceFile], collection: str, password: str | None = None, owner: str | None = None,
@@ -144,14 +143,13 @@ class Ingestor:
     def _start_parse(self, f: SourceFile, collection: str, password: str | None) -> _Parse | FileResult:
         """Either a parse under way, or a FileResult when no parse is needed."""
         try:
+            self.loader.check_file(f.path)  # size, type of file: before reading a byte of it
             size = f.path.stat().st_size
-            if size > self.max_file_bytes:
-                raise LoadError(f"larger than the {self.max_file_bytes // 1_000_000} MB limit ({size / 1e6:.0f} MB)", "too-large")
             sha = sha256_file(f.path)
-        except OSError as exc:
-            return FileResult(f.source, "failed", error=f"cannot read the file: {exc.strerror or exc}")
         except LoadError as exc:
             return FileResult(f.source, "failed", error=str(exc))
+        except OSError as exc:
+            return FileResult(f.source, "failed", error=f"cannot read the file: {exc.strerror or exc}")
         doc_id = doc_id_for(collection, f.source)
         old = self.catalog.get(doc_id)
         if old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
