@@ -1,0 +1,355 @@
+"""The LLM providers: the real bundled GGUF through llama.cpp, and Ollama through a fake server.
+
+The built-in tests run real generation with SmolLM2-135M (a few seconds). The Ollama tests talk
+HTTP to ``ollama_fake.FakeOllama`` through the real ``ollama`` client and ``ChatOllama``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import ollama
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from ollama_fake import FakeOllama, hashed_embedding
+
+from ragchat.config import LLMSettings
+from ragchat.errors import BusyError, LLMError
+from ragchat.llm import (
+    LlamaCppChatModel,
+    LLMGate,
+    ResolvedLLM,
+    bundled_gguf_path,
+    list_ollama_models,
+    resolve_llm,
+    stream_text,
+)
+
+QUESTION = [
+    SystemMessage("You answer in one short sentence."),
+    HumanMessage("What is the capital of France?"),
+]
+REPLY = "Paris is the capital of France [1], and it lies on the Seine."
+
+
+def closed_port_url() -> str:
+    """A URL where nothing listens: bind a port, then free it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama(models=["llama3.2", "qwen2.5:7b"], reply=REPLY) as server:
+        yield server
+
+
+def ollama_settings(url: str, **kw) -> LLMSettings:
+    return LLMSettings(ollama_url=url, timeout_s=5, connect_timeout_s=1, **kw)
+
+
+# -- built-in model (real llama.cpp) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    llm = resolve_llm(LLMSettings(provider="llamacpp", max_answer_tokens=40, context_tokens=2048))
+    assert llm.provider == "llamacpp" and llm.notice is None
+    return llm
+
+
+def test_bundled_gguf_is_shipped():
+    path = bundled_gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_builtin_streams_real_text_in_several_pieces(builtin):
+    assert builtin.model_name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    pieces = list(stream_text(builtin, QUESTION, timeout_s=120))
+    assert len(pieces) >= 3
+    assert "paris" in "".join(pieces).lower()
+
+
+def test_builtin_temperature_zero_is_deterministic(builtin):
+    messages = [HumanMessage("Write one sentence about rivers.")]
+    first = "".join(stream_text(builtin, messages, timeout_s=120))
+    second = "".join(stream_text(builtin, messages, timeout_s=120))
+    assert first and first == second
+
+
+def test_builtin_works_as_a_langchain_chat_model(builtin):
+    answer = builtin.model.invoke(QUESTION)
+    assert answer.content.strip()
+    assert answer.response_metadata["finish_reason"] in {"stop", "length"}
+
+
+def test_builtin_context_overflow_is_explained():
+    llm = resolve_llm(LLMSettings(provider="llamacpp", context_tokens=512, max_answer_tokens=16))
+    with pytest.raises(LLMError, match="context"):
+        list(stream_text(llm, [HumanMessage("word " * 2000)], timeout_s=120))
+
+
+def test_closing_the_stream_early_stops_generation(builtin):
+    from ragchat.llm import _load_llama
+
+    # A long answer (~1000 tokens, many seconds) that the reader abandons after its first piece.
+    model = builtin.model.model_copy(update={"max_tokens": 1000})
+    long = ResolvedLLM(model=model, provider="llamacpp", model_name=builtin.model_name)
+    _, lock = _load_llama(model.model_path, model.n_ctx, model._threads())
+    pieces = stream_text(long, [HumanMessage("Write a long story about a dragon who learns to cook.")], timeout_s=120)
+    next(pieces)
+    pieces.close()  # the reader went away (a closed browser tab)
+    deadline = time.monotonic() + 5
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not lock.locked()
+
+
+def test_missing_gguf_file_says_what_to_set(tmp_path):
+    with pytest.raises(LLMError, match="llm.gguf_path"):
+        resolve_llm(LLMSettings(provider="llamacpp", gguf_path=str(tmp_path / "nope.gguf")))
+
+
+def test_the_loaded_model_is_shared():
+    settings = LLMSettings(provider="llamacpp", max_answer_tokens=40, context_tokens=2048)
+    a, b = resolve_llm(settings).model, resolve_llm(settings).model
+    assert isinstance(a, LlamaCppChatModel) and a is not b
+    from ragchat.llm import _load_llama
+
+    assert _load_llama(a.model_path, a.n_ctx, a._threads())[0] is _load_llama(b.model_path, b.n_ctx, b._threads())[0]
+
+
+# -- choosing a provider ---------------------------------------------------------------------
+
+
+def test_auto_falls_back_to_builtin_when_ollama_is_down():
+    url = closed_port_url()
+    started = time.monotonic()
+    llm = resolve_llm(ollama_settings(url))
+    assert time.monotonic() - started < 5
+    assert llm.provider == "llamacpp"
+    assert llm.notice == f"Ollama is not running at {url}: start it with `ollama serve`. Using the built-in model."
+
+
+def test_auto_falls_back_when_ollama_lacks_the_model(fake):
+    llm = resolve_llm(ollama_settings(fake.url, ollama_model="mistral"))
+    assert llm.provider == "llamacpp"
+    assert "ollama pull mistral" in llm.notice
+
+
+def test_auto_picks_ollama_when_it_is_up_and_has_the_model(fake):
+    llm = resolve_llm(ollama_settings(fake.url, max_answer_tokens=77))
+    assert (llm.provider, llm.model_name, llm.notice) == ("ollama", "llama3.2", None)
+    pieces = list(stream_text(llm, QUESTION, timeout_s=5))
+    assert "".join(pieces) == REPLY and len(pieces) > 3
+    method, path, body = fake.requests[-1]
+    assert (method, path, body["model"], body["stream"]) == ("POST", "/api/chat", "llama3.2", True)
+    assert body["options"]["num_predict"] == 77 and body["options"]["temperature"] == 0
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+
+
+def test_ollama_num_predict_caps_the_answer(fake):
+    llm = resolve_llm(ollama_settings(fake.url, max_answer_tokens=16))
+    fake.reply = "word " * 40
+    assert len("".join(stream_text(llm, QUESTION, timeout_s=5)).split()) == 16
+
+
+def test_scripted_reply_sees_the_request(fake):
+    fake.reply = lambda body: f"I was given {len(body['messages'])} messages."
+    llm = resolve_llm(ollama_settings(fake.url))
+    assert "".join(stream_text(llm, QUESTION, timeout_s=5)) == "I was given 2 messages."
+
+
+def test_provider_ollama_says_how_to_start_it():
+    url = closed_port_url()
+    with pytest.raises(LLMError) as err:
+        resolve_llm(ollama_settings(url, provider="ollama"))
+    assert str(err.value) == (
+        f'Ollama is not running at {url}: start it with `ollama serve`, or set llm.provider = "llamacpp"'
+    )
+
+
+def test_provider_ollama_missing_model_names_ollama_pull(fake):
+    with pytest.raises(LLMError, match=r"Ollama has no model 'phi4': run `ollama pull phi4`"):
+        resolve_llm(ollama_settings(fake.url, provider="ollama", ollama_model="phi4"))
+
+
+def test_model_override_picks_builtin_or_a_named_ollama_model(fake):
+    settings = ollama_settings(fake.url, provider="ollama")
+    assert resolve_llm(settings, model_override="builtin").provider == "llamacpp"
+    chosen = resolve_llm(settings, model_override="qwen2.5:7b")
+    assert (chosen.provider, chosen.model_name) == ("ollama", "qwen2.5:7b")
+    with pytest.raises(LLMError, match="ollama pull gemma3"):
+        resolve_llm(ollama_settings(fake.url), model_override="gemma3")
+
+
+def test_list_ollama_models(fake):
+    assert list_ollama_models(ollama_settings(fake.url)) == ["llama3.2:latest", "qwen2.5:7b"]
+    assert list_ollama_models(ollama_settings(closed_port_url())) == []
+
+
+def test_list_ollama_models_is_bounded_when_the_server_never_answers():
+    # A listening socket that never accepts: the TCP handshake succeeds, no reply ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        started = time.monotonic()
+        assert list_ollama_models(LLMSettings(ollama_url=url, connect_timeout_s=0.5)) == []
+        assert time.monotonic() - started < 3
+
+
+# -- Ollama failures while answering ----------------------------------------------------------
+
+
+def collect(llm, timeout_s=5.0):
+    """Pieces received before the error, the error, and how long it took."""
+    pieces, started = [], time.monotonic()
+    with pytest.raises(LLMError) as err:
+        for piece in stream_text(llm, QUESTION, timeout_s=timeout_s):
+            pieces.append(piece)
+    return pieces, str(err.value), time.monotonic() - started
+
+
+def test_ollama_gone_after_resolve(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.close()
+    _, message, elapsed = collect(llm)
+    assert message.startswith(f"Ollama is not running at {fake.url}: start it with `ollama serve`")
+    assert elapsed < 5
+
+
+def test_ollama_slow_times_out(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.fault, fake.slow_s = "slow", 30
+    _, message, elapsed = collect(llm, timeout_s=0.5)
+    assert "sent nothing for 0.5 s" in message and "llm.timeout_s" in message
+    assert elapsed < 3
+
+
+def test_ollama_client_timeout_is_explained_too(fake):
+    llm = resolve_llm(LLMSettings(ollama_url=fake.url, timeout_s=0.5, connect_timeout_s=1))
+    fake.fault, fake.slow_s = "slow", 30
+    _, message, elapsed = collect(llm, timeout_s=10)  # the HTTP read timeout fires first
+    assert "did not answer in time" in message and "llm.timeout_s" in message
+    assert elapsed < 3
+
+
+def test_ollama_cut_midway(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.fault = "cut"
+    pieces, message, elapsed = collect(llm)
+    assert pieces == ["Paris", " is"]  # what arrived before the cut was shown
+    assert "stopped in the middle of the answer" in message
+    assert elapsed < 5
+
+
+def test_ollama_stream_that_ends_without_done(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.fault = "truncate"
+    pieces, message, _ = collect(llm)
+    assert pieces == ["Paris", " is"] and "stopped in the middle of the answer" in message
+
+
+def test_ollama_malformed_response(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.fault = "malformed"
+    _, message, elapsed = collect(llm)
+    assert "sent a response ragchat cannot read" in message and "llm.ollama_url" in message
+    assert elapsed < 5
+
+
+def test_ollama_error_midstream(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.fault = "error"
+    _, message, _ = collect(llm)
+    assert "an error was encountered while running the model" in message
+
+
+def test_ollama_model_removed_after_resolve(fake):
+    llm = resolve_llm(ollama_settings(fake.url))
+    fake.models = []
+    _, message, _ = collect(llm)
+    assert message == "Ollama has no model 'llama3.2': run `ollama pull llama3.2`"
+
+
+# -- the fake itself, checked with the real ollama client --------------------------------------
+
+
+def test_fake_follows_the_ollama_client_types(fake):
+    client = ollama.Client(host=fake.url, timeout=5)
+    assert [m.model for m in client.list().models] == ["llama3.2:latest", "qwen2.5:7b"]
+    assert client.show("llama3.2").details.format == "gguf"
+    whole = client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=False)
+    assert whole.message.content == REPLY and whole.done and whole.done_reason == "stop" and whole.eval_count > 0
+    parts = list(client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert "".join(p.message.content for p in parts) == REPLY and parts[-1].done and not parts[0].done
+    one = client.embed(model="llama3.2", input="the red fox")
+    many = client.embed(model="llama3.2", input=["the red fox", "a red fox", "stock prices fell"])
+    assert one.embeddings[0] == many.embeddings[0] == hashed_embedding("the red fox", 64)
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731 - vectors are unit length
+    assert cos(*many.embeddings[:2]) > cos(many.embeddings[0], many.embeddings[2])
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="nope", messages=[])
+    assert err.value.status_code == 404 and err.value.error == "model 'nope' not found"
+
+
+# -- the gate --------------------------------------------------------------------------------
+
+
+def test_gate_refuses_past_the_queue_and_lets_the_queue_through():
+    gate = LLMGate(max_concurrent=1, max_queue=1)
+    release = threading.Event()
+    order: list[str] = []
+
+    def work(name: str) -> None:
+        with gate.slot():
+            order.append(name)
+            release.wait(5)
+
+    running = threading.Thread(target=work, args=("first",))
+    running.start()
+    while not order:
+        time.sleep(0.01)
+    queued = threading.Thread(target=work, args=("queued",))
+    queued.start()
+    while gate._waiting < 1:
+        time.sleep(0.01)
+
+    with pytest.raises(BusyError, match=r"ragchat is busy answering other questions \(1 waiting\); try again in a moment"):
+        with gate.slot():
+            pass
+
+    release.set()
+    running.join(5)
+    queued.join(5)
+    assert order == ["first", "queued"]
+    with gate.slot():  # free again
+        pass
+
+
+def test_gate_bounds_concurrency_under_load():
+    gate = LLMGate(max_concurrent=2, max_queue=20)
+    active, peak, done = [0], [0], []
+    lock = threading.Lock()
+
+    def work() -> None:
+        with gate.slot():
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.02)
+            with lock:
+                active[0] -= 1
+                done.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(done) == 12 and peak[0] == 2
