@@ -13,8 +13,9 @@ import re
 import threading
 from functools import lru_cache
 
-_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_RUN = re.compile(f"[{_CJK_RANGE}]+|[^\\W_{_CJK_RANGE}]+")
+_CJK = re.compile(f"[{_CJK_RANGE}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
 ENGLISH_STOPWORDS = frozenset(
