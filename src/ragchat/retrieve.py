@@ -1,6 +1,7 @@
 """One retrieval function used by chat, the CLI and `ragchat eval` alike.
 
-Dense (Chroma) and lexical (BM25) rankings are fused with weighted reciprocal rank fusion. The
+Dense (Chroma) and lexical (BM25) rankings are fused with weighted reciprocal rank fusion (or a
+weighted sum of min-max normalised scores, `retrieval.fusion = "convex"`). The
 weight of the dense ranking adapts to the query's language: an English-only embedder understands
 little Chinese, so for a Chinese query its ranking gets `cjk_dense_weight` instead of
 `dense_weight` and BM25 leads. Filters (collections, documents) are applied inside both indexes,
@@ -85,13 +86,7 @@ class Retriever:
             weights["lexical"] = 0.0
         elif mode == "lexical":
             weights["dense"] = 0.0
-        fused: dict[str, float] = {}
-        for name, ranking in (("dense", dense), ("lexical", lexical)):
-            for rank, h in enumerate(ranking):
-                fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + weights[name] / (self.settings.rrf_k + rank + 1)
-        # With a zero weight a ranking only breaks ties; keep its order as a tiny epsilon.
-        for rank, h in enumerate(dense if weights["dense"] == 0 else []):
-            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1e-9 / (rank + 1)
+        fused = self._fuse(dense, lexical, weights)
         top = sorted(fused, key=fused.get, reverse=True)[:k]
 
         dmap = {h.chunk_id: h.score for h in dense}
@@ -110,6 +105,24 @@ class Retriever:
             hit.relevant = self._relevant(hit, weights["dense"] > 0)
             hits.append(hit)
         return hits
+
+    def _fuse(self, dense: list, lexical: list, weights: dict[str, float]) -> dict[str, float]:
+        fused: dict[str, float] = {}
+        for name, ranking in (("dense", dense), ("lexical", lexical)):
+            w = weights[name]
+            if not ranking:
+                continue
+            if self.settings.fusion == "rrf":
+                scores = [w / (self.settings.rrf_k + rank + 1) for rank in range(len(ranking))]
+            else:  # convex: min-max normalise within this ranking, then weight
+                hi, lo = ranking[0].score, ranking[-1].score
+                scores = [w * ((h.score - lo) / (hi - lo) if hi > lo else 1.0) for h in ranking]
+            for h, sc in zip(ranking, scores):
+                fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + sc
+        # A ranking with zero weight still breaks ties and fills in when the other finds too little.
+        for rank, h in enumerate(dense if weights["dense"] == 0 else []):
+            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1e-9 / (rank + 1)
+        return fused
 
     def _relevant(self, hit: Hit, dense_trusted: bool) -> bool:
         if hit.coverage >= self.settings.min_term_coverage:
