@@ -218,3 +218,21 @@ def test_store_lock_released_on_close(settings):
     with Engine(settings):
         with pytest.raises(StoreError):
             Engine(settings)
+
+
+def test_ollama_embeddings_and_chat_through_the_fake_server(tmp_path, monkeypatch):
+    from ollama_fake import FakeOllama
+
+    with FakeOllama(models=("nomic-embed-text", "llama3.2"),
+                    reply=lambda req: "Kelp grows in cold water [1].") as fake:
+        s = make_settings(tmp_path / "store", embedding={"provider": "ollama", "model": "nomic-embed-text"},
+                          llm={"provider": "auto", "ollama_url": fake.url})
+        with Engine(s) as eng:
+            ingest(eng, write(tmp_path / "a.txt", "Kelp forests grow quickly in cold water."),
+                   write(tmp_path / "b.txt", BETA))
+            assert eng.catalog.documents()[0].embed_model == "ollama:nomic-embed-text"
+            assert any(p == "/api/embed" for _, p, _ in fake.requests)
+            events = list(eng.chat.stream("Where does kelp grow?"))
+            answer = events[-1].answer
+            assert (answer.provider, answer.model) == ("ollama", "llama3.2")
+            assert answer.text == "Kelp grows in cold water [1]." and answer.sources[0].source == "a.txt"

@@ -83,7 +83,8 @@ class RetrievalSettings(_Section):
     dense_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the dense ranking for queries the embedder understands.")
     lexical_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the BM25 ranking.")
     cjk_dense_weight: float = Field(
-        0.2, ge=0.0, le=10.0, description="Weight of the dense ranking for Chinese queries when the embedder is English-only."
+        0.0, ge=0.0, le=10.0,
+        description="Weight of the dense ranking for Chinese queries when the embedder is English-only (0: BM25 decides, dense only fills in).",
     )
     min_dense_score: float = Field(0.25, ge=-1.0, le=1.0, description="Below this cosine, a dense hit alone is not relevant.")
     min_term_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of query terms a lexical hit must contain to be relevant alone.")
