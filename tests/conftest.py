@@ -34,3 +34,94 @@ def engine(settings):
     eng = Engine(settings)
     yield eng
     eng.close()
+
+
+# ---- the web app, launched for real (tests/test_webapp.py, tests/test_browser.py) ----------------
+
+import os as _os  # noqa: E402
+import socket as _socket  # noqa: E402
+import subprocess as _subprocess  # noqa: E402
+import sys as _sys  # noqa: E402
+import time as _time  # noqa: E402
+
+
+class AppServer:
+    """`ragchat serve` in a subprocess on a free loopback port, over a store of its own.
+
+    By default the built-in LLM answers (never Ollama), briefly; ``env`` adds RAGCHAT_* settings.
+    The working directory is a temporary folder, so the repository's config.toml is not read."""
+
+    def __init__(self, store: Path, workdir: Path, max_answer_tokens: int = 48, env: dict | None = None):
+        self.store, self.workdir = store, workdir
+        self.max_answer_tokens = max_answer_tokens
+        self.env = env or {}
+        self.port = 0
+        self.proc: _subprocess.Popen | None = None
+        self.log = workdir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 120) -> "AppServer":
+        import httpx
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with _socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {k: v for k, v in _os.environ.items() if not k.startswith("RAGCHAT_")}
+        env.update({
+            "RAGCHAT_LLM__PROVIDER": "llamacpp",
+            "RAGCHAT_LLM__MAX_ANSWER_TOKENS": str(self.max_answer_tokens),
+            "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9",  # nothing listens there
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "GRADIO_TEMP_DIR": str(self.workdir / "gradio"),
+            "HF_HUB_OFFLINE": "1",
+            **self.env,
+        })
+        with open(self.log, "ab") as log:
+            self.proc = _subprocess.Popen(
+                [_sys.executable, "-m", "ragchat.cli", "serve", "--store", str(self.store), "--port", str(self.port)],
+                cwd=self.workdir, env=env, stdout=log, stderr=_subprocess.STDOUT,
+            )
+        deadline = _time.monotonic() + timeout
+        while _time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the web app exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "ragchat/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            _time.sleep(0.3)
+        raise RuntimeError(f"the web app did not start within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except _subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def launch_app(tmp_path_factory):
+    """launch_app(store=None, env=None) -> a started AppServer; every server is stopped at the end."""
+    servers: list[AppServer] = []
+
+    def launch(store: Path | None = None, **kw) -> AppServer:
+        work = tmp_path_factory.mktemp("webapp")
+        server = AppServer(store or work / "store", work, **kw)
+        servers.append(server)
+        return server.start()
+
+    yield launch
+    for s in servers:
+        s.stop()

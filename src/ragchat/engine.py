@@ -14,6 +14,7 @@ import time
 from functools import cached_property
 from pathlib import Path
 
+from ragchat import access
 from ragchat.chat import ChatEngine, ChatOptions
 from ragchat.config import Settings
 from ragchat.embeddings import build_embedder
@@ -134,6 +135,14 @@ class Engine:
             wanted = set(filters.collections)
             return any(d.id in searchable for d in self.catalog.documents(collections=list(wanted)))
         return bool(searchable)
+
+    def allowed_collections(self, user: str | None) -> list[str]:
+        """The collections this user may search: shared ones and their own private ones (see access.py)."""
+        return access.readable_collections(self.catalog, user)
+
+    def filters_for(self, user: str | None, filters: Filters | None = None) -> Filters:
+        """filters narrowed to what the user may read; pass the result to retrieval and chat."""
+        return access.scope_filters(self.catalog, user, filters)
 
     def llm_for(self, options: ChatOptions) -> ResolvedLLM:
         llm_settings = self.settings.llm

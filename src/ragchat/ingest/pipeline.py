@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ragchat.access import owned_collection
 from ragchat.errors import LoadError
 from ragchat.ingest.chunking import Chunk, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
-from ragchat.store.catalog import Catalog
+from ragchat.store.catalog import Catalog, DocInfo
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 
@@ -129,6 +130,7 @@ class Ingestor:
     def ingest(self, files: Sequence[SourceFile], collection: str, password: str | None = None, owner: str | None = None,
                on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
         emit = on_event or (lambda e: None)
+        collection, owner = owned_collection(collection, owner)  # a user's files go to their private collection
         for f in files:
             emit(FileEvent(f.source, "queued"))
         with self._lock:
@@ -178,11 +180,14 @@ class Ingestor:
 
         old = self.catalog.get(doc_id)
         existed = old is not None and old.status == "done"
-        original = self._keep_original(f.path, doc_id)
+        original = self._original_name(f.path, doc_id)
         old_ids = self.catalog.begin_document(
             doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=parse.sha256, size=parse.size,
             kind=doc.kind, pages=pages, embed_model=self.embedder.model_id, original=original,
         )
+        # Copied only once the catalog says "indexing": a crash before this point leaves the old
+        # version done with its old original, a crash after it leaves a document recovery redoes.
+        self._keep_original(f.path, original)
         self.vectors.delete(old_ids)
         self.lexical.delete(old_ids)
         self._index([(doc_id, f.source, collection, c) for c in chunks],
@@ -210,6 +215,7 @@ class Ingestor:
                      flush_chunks: int = 512) -> int:
         """Ingest (source, text) pairs without files, batching chunks across documents (for
         evaluation corpora of many short documents). Returns the number of chunks added."""
+        collection, owner = owned_collection(collection, owner)
         pending: list[tuple[str, str, str, Chunk]] = []
         doc_ids: list[str] = []
         added = 0
@@ -243,16 +249,21 @@ class Ingestor:
             flush()
         return added
 
-    def _keep_original(self, path: Path, doc_id: str) -> str:
-        """Copy the original under the store with a safe name (for page previews and recovery)."""
+    def _original_name(self, path: Path, doc_id: str) -> str:
+        """Where the original is kept, relative to the store: files/<doc id>-<safe name>. A file
+        that already lies there (recovery ingests from it) keeps its name."""
+        if path.resolve().parent == self.files_dir.resolve():
+            return f"files/{path.name}"
+        return f"files/{doc_id}-{safe_name(path.name)}"
+
+    def _keep_original(self, path: Path, original: str) -> None:
+        """Copy the original under the store (for page previews and recovery), atomically."""
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        rel = f"{doc_id}-{safe_name(path.name)}"
-        dest = self.files_dir / rel
+        dest = self.files_dir.parent / original
         if path.resolve() != dest.resolve():
             tmp = dest.with_suffix(dest.suffix + ".part")
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
-        return f"files/{rel}"
 
     def remove(self, doc_id: str) -> bool:
         info = self.catalog.get(doc_id)
@@ -269,24 +280,41 @@ class Ingestor:
         return True
 
     def recover(self, on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
-        """Purge documents a crash left half-written, then ingest them again from their originals."""
-        redo: list[tuple[SourceFile, str, str | None]] = []
+        """Purge documents a crash left half-written, then ingest them again from their originals.
+
+        The catalog row stays in "indexing" until the new ingestion replaces it, so a crash during
+        recovery itself leaves the document to the next recovery instead of losing it."""
+        redo: list[tuple[SourceFile, DocInfo]] = []
+        with self._lock:
+            if self.files_dir.is_dir():  # copies a crash cut short
+                for part in self.files_dir.glob("*.part"):
+                    part.unlink(missing_ok=True)
         for info in self.catalog.unfinished():
             with self._lock:
                 self.vectors.delete_doc(info.id)
                 self.lexical.delete_doc(info.id)
             original = self.files_dir.parent / info.original if info.original else None
             if original and original.is_file():
-                self.catalog.remove(info.id)
-                redo.append((SourceFile(original, info.source), info.collection, info.owner))
+                redo.append((SourceFile(original, info.source), info))
             else:
-                self.catalog.remove(info.id)
-                self.catalog.record_failure(doc_id=info.id, source=info.source, collection=info.collection, owner=info.owner,
-                                            error="interrupted before it finished; add the file again")
+                self._give_up(info, "interrupted before it finished; add the file again")
         results = []
-        for sf, collection, owner in redo:
-            results += self.ingest([sf], collection, owner=owner, on_event=on_event)
+        for sf, info in redo:
+            (r,) = self.ingest([sf], info.collection, owner=info.owner, on_event=on_event)
+            if r.outcome == "failed":  # its half-written chunk rows must go too
+                self._give_up(info, r.error or "interrupted before it finished; add the file again")
+                (self.files_dir.parent / info.original).unlink(missing_ok=True)
+            elif r.doc_id != info.id:  # stored before private collections were named ~user/...
+                with self._lock:
+                    self.catalog.remove(info.id)
+            results.append(r)
         return results
+
+    def _give_up(self, info: DocInfo, error: str) -> None:
+        with self._lock:
+            self.catalog.remove(info.id)
+            self.catalog.record_failure(doc_id=info.id, source=info.source, collection=info.collection, owner=info.owner,
+                                        error=error)
 
     def reindex(self, on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
         """Rebuild both indexes from the catalog's pages with the configured embedder (after a

@@ -1,0 +1,241 @@
+"""Time to first token with the built-in model and 4 sources: the engine alone, and through the web app.
+
+    .venv/bin/python bench/ttft.py                 # engine and web app, 10 questions
+    .venv/bin/python bench/ttft.py --no-web --questions 20
+
+A temporary store gets two PDFs (the TableFormer and DPR papers) and the five Chinese newsletters,
+ingested with the configured embedder. Then, side by side, question after question:
+
+- engine: ``Engine.chat.stream(question)`` in this process; the clock runs from the call to the
+  first "token" event, so it covers retrieval (query embedding, both indexes, fusion), the prompt
+  and llama.cpp's prompt evaluation;
+- web: the same store copied (one process per store), served by ``ragchat serve`` in a child
+  process; ``gradio_client`` submits to ``/ask`` and the clock runs to the first streamed update
+  whose answer holds generated text (the "▍" cursor), so it adds Gradio's queue, the event stream,
+  the conversation bookkeeping and the client.
+
+The LLM is forced to the built-in SmolLM2-135M (llm.provider = "llamacpp"), top_k = 4, temperature 0.
+One warm-up question per side is not counted (it loads the models; its time is printed as "cold").
+Every answer is read to its end before the next question, so the two sides never overlap.
+Prints a table and one JSON line {"questions","engine_p50_ms","engine_max_ms","web_p50_ms",
+"web_max_ms","web_overhead_p50_ms","prompt_tokens_p50"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CORPUS = [SHARED / "data" / "pdfs" / "mineru__demo3.pdf", SHARED / "data" / "pdfs" / "unstructured__multi-column.pdf",
+          SHARED / "samples" / "seeds"]
+QUESTIONS = [
+    "What does TableFormer predict?",
+    "How is table structure recognition evaluated?",
+    "What is dense passage retrieval?",
+    "How are passages encoded in DPR?",
+    "Which datasets are used to train the retriever?",
+    "What is the TEDS metric?",
+    "How does DPR compare with BM25?",
+    "What is the PubTabNet dataset?",
+    "Qwen 是什么模型？",
+    "Ollama 可以做什么？",
+    "How many layers does the transformer decoder of TableFormer have?",
+    "What is in-batch negative training?",
+    "What is the exact match score on Natural Questions?",
+    "How are cell bounding boxes predicted?",
+    "LangChain 是什么？",
+    "What is FAISS used for?",
+    "Which object detection approach does the paper compare with?",
+    "What does the passage encoder output?",
+    "Llama 3 有多少参数？",
+    "How is the question encoder trained?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_for(store: Path, backend: str | None):
+    from ragchat.config import load_settings
+
+    config = ROOT / "config.toml"
+    s = load_settings(config if config.exists() else None, store=store)
+    s.llm.provider = "llamacpp"
+    s.llm.temperature = 0.0
+    s.retrieval.top_k = 4
+    if backend:
+        s.embedding.backend = backend
+    return s
+
+
+def engine_ttft(engine, question: str) -> dict:
+    t0 = time.perf_counter()
+    out = {"question": question, "ttft_ms": None, "sources": 0, "retrieval_ms": None}
+    first = None
+    n = 0
+    for ev in engine.chat.stream(question):
+        now = time.perf_counter()
+        if ev.kind == "sources":
+            out["retrieval_ms"] = (now - t0) * 1000
+            out["sources"] = len(ev.answer.retrieved)
+        elif ev.kind == "token" and first is None:
+            first = now
+        elif ev.kind == "token":
+            n += 1
+    if first is not None:
+        out["ttft_ms"] = (first - t0) * 1000
+    out["tokens"] = n + (first is not None)
+    out["total_ms"] = (time.perf_counter() - t0) * 1000
+    return out
+
+
+def prompt_tokens(engine, question: str) -> int:
+    """Tokens of the prompt the built-in model reads for this question (its own tokenizer)."""
+    from ragchat.chat import ChatOptions, _source
+    from ragchat.llm import _load_llama, _role
+
+    hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
+    msgs = engine.chat.prompt(question, [], [_source(i + 1, h) for i, h in enumerate(hits)], engine.settings.chat.system_prompt)
+    model = engine.llm_for(ChatOptions()).model
+    llama, _ = _load_llama(model.model_path, model.n_ctx, model._threads())
+    text = "".join(f"<|im_start|>{_role(m)}\n{m.text}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
+    return len(llama.tokenize(text.encode(), add_bos=False, special=True))
+
+
+def web_ttft(client, question: str) -> dict:
+    t0 = time.perf_counter()
+    job = client.submit(question, api_name="/ask")
+    first = None
+    for out in job:
+        chatbot = out[1]
+        if first is None and isinstance(chatbot, list) and chatbot and chatbot[-1].get("role") == "assistant":
+            content = chatbot[-1].get("content")
+            text = content if isinstance(content, str) else "".join(
+                p.get("text", "") for p in (content or []) if isinstance(p, dict))
+            if text.rstrip().endswith("▍"):
+                first = time.perf_counter()
+    job.result()
+    return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000}
+
+
+def start_server(store: Path, backend: str | None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__TEMPERATURE": "0",
+           "RAGCHAT_RETRIEVAL__TOP_K": "4"}
+    if backend:
+        env["RAGCHAT_EMBEDDING__BACKEND"] = backend
+    log = open(store.parent / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "--store", str(store), "serve", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 120:
+        if proc.poll() is not None:
+            sys.exit(f"the web app exited: see {log.name}")
+        try:
+            with urllib.request.urlopen(url + "/ragchat/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    sys.exit("the web app did not answer within 120 s")
+
+
+def p50(xs):
+    return statistics.median(xs) if xs else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--questions", type=int, default=10, help=f"questions to time (at most {len(QUESTIONS) - 1})")
+    ap.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="override embedding.backend")
+    ap.add_argument("--no-web", action="store_true", help="time the engine only")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    from ragchat.engine import Engine
+    from ragchat.ingest.pipeline import collect
+
+    web = not args.no_web
+    if web:
+        try:
+            from gradio_client import Client
+        except ImportError:
+            print("gradio_client is not installed: timing the engine only")
+            web = False
+        if not (ROOT / "src" / "ragchat" / "ui" / "server.py").exists():
+            web = False
+
+    with tempfile.TemporaryDirectory(prefix="bench-ttft-") as tmp:
+        store = Path(tmp) / "engine"
+        settings = settings_for(store, args.backend)
+        with Engine(settings) as eng:
+            results = eng.ingestor.ingest(collect(CORPUS), settings.collection)
+            print(f"ingested {sum(r.chunks for r in results)} chunks from {len(results)} files")
+        if web:
+            shutil.copytree(store, Path(tmp) / "web", ignore=shutil.ignore_patterns(".lock"))
+
+        questions = QUESTIONS[: args.questions + 1]
+        eng = Engine(settings)
+        server = client = None
+        try:
+            t = time.perf_counter()
+            cold = engine_ttft(eng, questions[0])
+            print(f"engine cold (loads the LLM and embedder): first token {cold['ttft_ms']:.0f} ms, "
+                  f"whole call {(time.perf_counter() - t) * 1000:.0f} ms")
+            if web:
+                server, url = start_server(Path(tmp) / "web", args.backend)
+                client = Client(url, verbose=False)
+                cold_w = web_ttft(client, questions[0])
+                print(f"web cold: first token {cold_w['ttft_ms'] or float('nan'):.0f} ms")
+            rows = []
+            for q in questions[1:]:
+                e = engine_ttft(eng, q)
+                e["prompt_tokens"] = prompt_tokens(eng, q)
+                w = web_ttft(client, q) if web else {"ttft_ms": None}
+                e["web_ttft_ms"] = w["ttft_ms"]
+                rows.append(e)
+        finally:
+            eng.close()
+            if server is not None:
+                server.terminate()
+                server.wait(10)
+
+    print(f"\nload average (1 min): {os.getloadavg()[0]:.2f}")
+    print(f"{'question':<52}{'src':>4}{'prompt tok':>11}{'retrieve ms':>12}{'engine ms':>10}{'web ms':>9}")
+    for r in rows:
+        fmt = lambda v: f"{v:.0f}" if v is not None else "-"
+        print(f"{r['question'][:50]:<52}{r['sources']:>4}{r['prompt_tokens']:>11}{fmt(r['retrieval_ms']):>12}"
+              f"{fmt(r['ttft_ms']):>10}{fmt(r['web_ttft_ms']):>9}")
+    eng_t = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
+    web_t = [r["web_ttft_ms"] for r in rows if r["web_ttft_ms"] is not None]
+    both = [r["web_ttft_ms"] - r["ttft_ms"] for r in rows if r["ttft_ms"] is not None and r["web_ttft_ms"] is not None]
+    summary = {
+        "questions": len(eng_t),
+        "engine_p50_ms": round(p50(eng_t), 1) if eng_t else None,
+        "engine_max_ms": round(max(eng_t), 1) if eng_t else None,
+        "web_p50_ms": round(p50(web_t), 1) if web_t else None,
+        "web_max_ms": round(max(web_t), 1) if web_t else None,
+        "web_overhead_p50_ms": round(p50(both), 1) if both else None,
+        "prompt_tokens_p50": p50([r["prompt_tokens"] for r in rows]),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The web server: a FastAPI app that we own, with the Gradio page mounted on it.
+
+Owning the FastAPI app keeps every HTTP concern in one place: routes of our own (the stored
+originals behind a document id, a health check), and later login, CORS and other middleware,
+which then cover the Gradio routes too.
+
+Endpoints a Gradio client can call (``gradio_client.Client(url).predict(..., api_name=...)``):
+
+======================  ==========================================================================
+``/ask``                stream an answer (message, scope, model, temperature, top_k, system prompt)
+``/regenerate``         drop the last answer and answer its question again
+``/stop``               (page only) cancels the answer being streamed; clients use ``job.cancel()``
+``/show_source``        the passage of source [n] of the answer in the panel, highlighted (HTML)
+``/upload``             files -> ingestion in the background (poll ``/ingest_status``)
+``/library``            refresh the library table and pickers
+``/delete_documents``   delete documents by id; ``/reindex_documents``, ``/rebuild_index``
+``/new_chat``           start a conversation; ``/open_chat``, ``/rename_chat``, ``/delete_chat``
+``/models``             list the models again and show which one answers
+``/list_documents``     JSON: the library
+``/ingest_status``      JSON: {"active": bool, "files": [{source, stage, done, total, message, line}]}
+``/list_conversations`` JSON: saved conversations, newest first
+``/conversation_messages``  JSON: one conversation's messages with their cited sources
+======================  ==========================================================================
+
+Plain HTTP routes: ``GET /ragchat/original/{doc_id}`` (the stored original, PDFs inline so the
+browser opens them at ``#page=N``) and ``GET /ragchat/health``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from ragchat.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_CONCURRENCY = 8  # default per event; chat events have their own, larger limit (layout.py)
+_DOC_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def build_app(engine, *, workdir: Path | None = None):
+    """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine."""
+    import gradio as gr
+
+    from ragchat.ui.callbacks import WebApp
+    from ragchat.ui.jobs import IngestJobs
+    from ragchat.ui.layout import build_blocks
+    from ragchat.ui.style import CSS, HEAD, theme
+
+    settings: Settings = engine.settings
+    webapp = WebApp(engine, IngestJobs(engine, workdir))
+    blocks = build_blocks(webapp)
+    blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
+
+    app = FastAPI(title="ragchat", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    app.state.webapp = webapp
+
+    @app.get("/ragchat/health")
+    def health() -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @app.get("/ragchat/original/{doc_id}")
+    def original(doc_id: str, request: Request):
+        """The stored original of a document, for the passage viewer's "open the PDF at page N"."""
+        if not _DOC_ID.fullmatch(doc_id):
+            raise HTTPException(404)
+        info = engine.catalog.get(doc_id)
+        if info is None or not info.original or not can_read(request, info):
+            raise HTTPException(404)
+        files = (engine.store / "files").resolve()
+        path = (engine.store / info.original).resolve()
+        if not path.is_relative_to(files) or not path.is_file():
+            raise HTTPException(404)
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"}
+        name = Path(info.source).name
+        if info.kind == "pdf":
+            return FileResponse(path, media_type="application/pdf", filename=name, content_disposition_type="inline",
+                                headers=headers)
+        # Never let a stored HTML file run as a page of this origin: plain text, sandboxed.
+        headers["Content-Security-Policy"] = "sandbox"
+        return FileResponse(path, media_type="text/plain; charset=utf-8", filename=name,
+                            content_disposition_type="inline", headers=headers)
+
+    app = gr.mount_gradio_app(
+        app, blocks, path="/", theme=theme(), css=CSS, head=HEAD, footer_links=[], run_history=False,
+        max_file_size=settings.ingest.max_file_mb * 1_000_000, show_error=True, ssr_mode=False,
+        server_name=settings.server.host, server_port=settings.server.port,
+    )
+    return app, blocks
+
+
+def can_read(request, info) -> bool:
+    """Whether this request may read a document's original (ragchat.access decides). Without login
+    there is no user and only shared documents are served; the login middleware (ragchat.auth)
+    puts the signed-in user in ``request.state.user``."""
+    from ragchat import access
+
+    return access.can_read(info, getattr(request.state, "user", None))
+
+
+def warm_up(engine) -> None:
+    """Load the embedder and indexes in the background so that the first question is quick, and
+    finish any ingestion a crash interrupted."""
+    def run() -> None:
+        try:
+            engine.retriever
+            engine.ingestor
+            if engine.catalog.unfinished():
+                results = engine.ingestor.recover()
+                log.warning("resumed %d interrupted file(s)", len(results))
+        except Exception:  # the page still works; errors show up on first use
+            log.exception("warm-up failed")
+
+    threading.Thread(target=run, name="ragchat-warmup", daemon=True).start()
+
+
+def serve(settings: Settings) -> None:
+    """Start the web app on settings.server.host:port and block until it is stopped."""
+    import uvicorn
+
+    from ragchat.engine import Engine
+
+    engine = Engine(settings)
+    try:
+        app, _ = build_app(engine)
+        warm_up(engine)
+        url = f"http://{settings.server.host}:{settings.server.port}"
+        print(f"ragchat is running at {url}  (store: {settings.store}; Ctrl+C to stop)", flush=True)
+        uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning",
+                    timeout_graceful_shutdown=2)
+    finally:
+        webapp = getattr(getattr(locals().get("app"), "state", None), "webapp", None)
+        if webapp is not None:
+            webapp.jobs.close()
+        engine.close()

@@ -1,0 +1,131 @@
+"""End to end in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+A person drops mineru__demo3.pdf, waits until it says done, asks what TableFormer predicts, watches
+the answer stream in with a citation, opens the citation and sees the passage highlighted in its
+page. The page after that is saved as docs/screenshot.png for the README. Then the page is
+reloaded and the conversation is still there. Last, a file dropped anywhere on the page is added.
+
+Chromium comes from Debian (`apt-get install chromium chromium-driver`, the Makefile's `browser`
+target); a test tool's own browser download does not work offline. The fixture installs it when
+it is missing and the machine allows it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from conftest import PDFS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+QUESTION = "What does TableFormer predict?"
+
+
+def ensure_chromium() -> Path:
+    if not CHROMIUM.exists():
+        sudo = [] if shutil.which("sudo") is None or __import__("os").geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True)
+    assert CHROMIUM.exists(), "Chromium is needed for the browser test: apt-get install chromium chromium-driver"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def page(launch_app, tmp_path_factory):
+    server = launch_app()
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(ensure_chromium()), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1440, "height": 900}, device_scale_factor=1,
+        )
+        pg = context.pages[0] if context.pages else context.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(server.url)
+        pg.wait_for_selector("#rc-chat")
+        yield pg
+        context.close()
+
+
+def bot_texts(page) -> list[str]:
+    return page.eval_on_selector_all("#rc-chat .message-row.bot-row", "rows => rows.map(r => r.innerText)")
+
+
+def test_drop_ask_open_citation_and_screenshot(page):
+    # first run: the empty store explains what to do
+    assert "Welcome to ragchat" in page.inner_text("#rc-chat")
+    page.wait_for_selector("#rc-badge .rc-badge:not(.rc-badge-off)")
+    assert "SmolLM2" in page.inner_text("#rc-badge")
+
+    # drop a file; it shows its progress and then "done"
+    page.set_input_files("#rc-upload input[type=file]", str(PDFS / "mineru__demo3.pdf"))
+    page.wait_for_selector('#rc-progress .rc-file-row:has-text("mineru__demo3.pdf")', timeout=30_000)
+    page.wait_for_selector('#rc-progress .rc-file-row.rc-done:has-text("mineru__demo3.pdf")', timeout=300_000)
+    assert re.search(r"done: \d+ chunks", page.inner_text("#rc-progress"))
+    page.wait_for_function("document.querySelector('#rc-chat').innerText.includes('Ask about your 1 document')")
+
+    # ask; the answer streams in (a cursor while tokens arrive), then cites its sources
+    page.fill("#rc-message textarea", QUESTION)
+    page.keyboard.press("Enter")
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        texts = bot_texts(page)
+        if texts and texts[-1] not in seen:
+            seen.append(texts[-1])
+        if page.query_selector("#rc-sources-panel .rc-card.rc-cited"):
+            break
+        time.sleep(0.05)
+    streaming = [t for t in seen if t.rstrip().endswith("▍")]
+    assert len(streaming) >= 2, f"the answer did not stream: {seen}"
+    answer = bot_texts(page)[-1]
+    assert re.search(r"\[\d+\]", answer), f"no citation in {answer!r}"
+    assert "▍" not in answer
+
+    # nothing in the answer can load or follow an external URL
+    live = page.eval_on_selector_all("#rc-chat img[src^='http'], #rc-chat a[href^='http']", "els => els.length")
+    assert live == 0
+
+    # open the citation: the passage is highlighted in the text of its page
+    card = page.query_selector("#rc-sources-panel .rc-card.rc-cited")
+    assert "mineru__demo3.pdf" in card.inner_text()
+    passage = card.query_selector(".rc-passage").inner_text()
+    card.click()
+    mark = page.wait_for_selector("#rc-viewer-panel mark.rc-hl")
+    assert " ".join(mark.inner_text().split())[:40] == " ".join(passage.split())[:40]
+    assert "Open the PDF at page" in page.inner_text("#rc-viewer-panel")
+    page.wait_for_timeout(500)  # let the viewer scroll to the passage
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 20_000
+
+    # the conversation is saved: after a reload the browser reopens it
+    page.reload()
+    page.wait_for_selector("#rc-chat .message-row.user-row")
+    assert QUESTION in page.inner_text("#rc-chat")
+    assert QUESTION in page.inner_text("#rc-conversations")
+
+
+def test_files_dropped_anywhere_on_the_page_are_added(page):
+    page.wait_for_selector("#rc-chat")
+    files = page.evaluate_handle("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(['Zebras in the garden eat kiwis on Tuesdays.'], 'garden notes.txt', {type: 'text/plain'}));
+        return dt;
+    }""")
+    page.dispatch_event("#rc-chat", "dragenter", {"dataTransfer": files})
+    assert page.evaluate("document.body.classList.contains('rc-dragging')"), "the page shows where to drop"
+    page.dispatch_event("#rc-chat", "drop", {"dataTransfer": files})
+    assert not page.evaluate("document.body.classList.contains('rc-dragging')")
+    page.wait_for_selector('#rc-progress .rc-file-row.rc-done:has-text("garden notes.txt")', timeout=120_000)
+    page.click("button[role=tab]:has-text('Documents')")
+    page.wait_for_selector('#rc-library :text("garden notes.txt")')
