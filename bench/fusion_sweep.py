@@ -24,11 +24,8 @@ CONFIGS = [
     ("lexical (BM25)", "lexical", {}),
     ("rrf k=60, 1:1", "hybrid", {"fusion": "rrf", "rrf_k": 60}),
     ("rrf k=60, dense 0.5", "hybrid", {"fusion": "rrf", "rrf_k": 60, "dense_weight": 0.5}),
-    ("rrf k=60, dense 1.5", "hybrid", {"fusion": "rrf", "rrf_k": 60, "dense_weight": 1.5}),
-    ("rrf k=20, 1:1", "hybrid", {"fusion": "rrf", "rrf_k": 20}),
     ("convex 1:1", "hybrid", {"fusion": "convex"}),
     ("convex dense 0.5", "hybrid", {"fusion": "convex", "dense_weight": 0.5}),
-    ("convex dense 1.5", "hybrid", {"fusion": "convex", "dense_weight": 1.5}),
 ]
 
 

@@ -21,7 +21,7 @@ from conftest import make_settings
 from ragchat.chat import ChatEngine, ChatOptions
 from ragchat.engine import Engine
 from ragchat.errors import BusyError
-from ragchat.ingest.pipeline import SourceFile, collect
+from ragchat.ingest.pipeline import collect
 from ragchat.llm import LLMGate
 
 TOPICS = {

@@ -128,7 +128,8 @@ class Ingestor:
         self._lock = threading.Lock()  # one ingestion at a time; chat keeps working meanwhile
 
     def ingest(self, files: Sequence[SourceFile], collection: str, password: str | None = None, owner: str | None = None,
-               on_event: Callable[[FileEvent], None] | None = None) -> list[FileResult]:
+               on_event: Callable[[FileEvent], None] | None = None, force: bool = False) -> list[FileResult]:
+        """force: parse and index again even when the content is unchanged (re-index)."""
         emit = on_event or (lambda e: None)
         collection, owner = owned_collection(collection, owner)  # a user's files go to their private collection
         for f in files:
@@ -137,12 +138,12 @@ class Ingestor:
             results: list[FileResult] = []
             pending: Future | None = None
             for i, f in enumerate(files):
-                parse = pending if pending is not None else self._start_parse(f, collection, password)
-                pending = self._start_parse(files[i + 1], collection, password) if i + 1 < len(files) else None
+                parse = pending if pending is not None else self._start_parse(f, collection, password, force)
+                pending = self._start_parse(files[i + 1], collection, password, force) if i + 1 < len(files) else None
                 results.append(self._ingest_one(f, collection, owner, parse, emit))
             return results
 
-    def _start_parse(self, f: SourceFile, collection: str, password: str | None) -> _Parse | FileResult:
+    def _start_parse(self, f: SourceFile, collection: str, password: str | None, force: bool) -> _Parse | FileResult:
         """Either a parse under way, or a FileResult when no parse is needed."""
         try:
             self.loader.check_file(f.path)  # size, type of file: before reading a byte of it
@@ -154,7 +155,7 @@ class Ingestor:
             return FileResult(f.source, "failed", error=f"cannot read the file: {exc.strerror or exc}")
         doc_id = doc_id_for(collection, f.source)
         old = self.catalog.get(doc_id)
-        if old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
+        if not force and old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
             return FileResult(f.source, "unchanged", chunks=old.chunks, doc_id=doc_id)
         return _Parse(self.loader.submit(f.path, password), sha, size)
 
@@ -199,7 +200,7 @@ class Ingestor:
 
     def _index(self, items: Sequence[tuple[str, str, str, Chunk]], progress: Callable[[int], None]) -> None:
         """Embed and write chunks to both indexes and the catalog. items: (doc_id, source, collection, chunk)."""
-        step = self.batch_size * 4
+        step = self.batch_size  # one progress event per embedding batch
         for i in range(0, len(items), step):
             batch = items[i : i + step]
             texts = [c.text for _, _, _, c in batch]

@@ -130,11 +130,8 @@ class IngestJobs:
         return self._submit(key, "remove", rows, work)
 
     def submit_reindex(self, key: str, docs: Sequence) -> Job:
-        """Index chosen documents again from their stored originals (DocInfo list).
-
-        Works around the engine having no per-document re-index: the original is copied aside,
-        the document removed and the copy ingested under the same name and collection.
-        """
+        """Parse and index chosen documents again from their stored originals (DocInfo list). If
+        the new parse fails, the indexed version stays searchable."""
         rows = [FileStatus(d.source) for d in docs]
 
         def work(job: Job) -> None:
@@ -143,15 +140,8 @@ class IngestJobs:
                 if original is None or not original.is_file():
                     self._set(row, "failed", message="failed: the original file is not stored; add the file again")
                     continue
-                folder = Path(tempfile.mkdtemp(prefix="ragchat-reindex-", dir=self.workdir))
-                try:
-                    copy = folder / safe_name(original.name)
-                    shutil.copyfile(original, copy)
-                    self.engine.ingestor.remove(d.id)
-                    self.engine.ingestor.ingest([SourceFile(copy, d.source)], d.collection, owner=d.owner,
-                                                on_event=lambda e, r=row: self._event_row(r, e))
-                finally:
-                    shutil.rmtree(folder, ignore_errors=True)
+                self.engine.ingestor.ingest([SourceFile(original, d.source)], d.collection, owner=d.owner, force=True,
+                                            on_event=lambda e, r=row: self._event_row(r, e))
 
         return self._submit(key, "reindex", rows, work)
 

@@ -1,8 +1,8 @@
 """The web server: a FastAPI app that we own, with the Gradio page mounted on it.
 
 Owning the FastAPI app keeps every HTTP concern in one place: routes of our own (the stored
-originals behind a document id, a health check), and later login, CORS and other middleware,
-which then cover the Gradio routes too.
+originals behind a document id, a health check), and login, CORS and Host checks
+(ragchat.auth.install_web_security), which cover the Gradio routes too.
 
 Endpoints a Gradio client can call (``gradio_client.Client(url).predict(..., api_name=...)``):
 
@@ -36,6 +36,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from ragchat import auth
 from ragchat.config import Settings
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,13 @@ def build_app(engine, *, workdir: Path | None = None):
         return FileResponse(path, media_type="text/plain; charset=utf-8", filename=name,
                             content_disposition_type="inline", headers=headers)
 
+    # Login (when users exist), CORS and Host checks in front of every route, Gradio's included.
+    security = auth.install_web_security(app, settings, engine.catalog)
     app = gr.mount_gradio_app(
         app, blocks, path="/", theme=theme(), css=CSS, head=HEAD, footer_links=[], run_history=False,
         max_file_size=settings.ingest.max_file_mb * 1_000_000, show_error=True, ssr_mode=False,
         server_name=settings.server.host, server_port=settings.server.port,
+        auth_dependency=security.auth_dependency if security.login_required else None,
     )
     return app, blocks
 
@@ -129,6 +133,8 @@ def serve(settings: Settings) -> None:
 
     engine = Engine(settings)
     try:
+        # Refuse a non-loopback bind without login before anything is served.
+        auth.require_auth_for_bind(settings.server.host, settings, auth.user_count(engine.catalog))
         app, _ = build_app(engine)
         warm_up(engine)
         url = f"http://{settings.server.host}:{settings.server.port}"
