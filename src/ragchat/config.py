@@ -77,7 +77,7 @@ class RetrievalSettings(_Section):
     top_k: int = Field(4, ge=1, le=50, description="Sources handed to the LLM.")
     candidates: int = Field(50, ge=1, le=1000, description="Hits taken from each index before fusion.")
     fusion: Literal["rrf", "convex"] = Field(
-        "rrf", description="'rrf': weighted reciprocal rank fusion; 'convex': weighted sum of min-max normalised scores."
+        "convex", description="'convex': weighted sum of min-max normalised scores (measured best, docs/RETRIEVAL.md); 'rrf': weighted reciprocal rank fusion."
     )
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the dense ranking for queries the embedder understands.")
