@@ -64,20 +64,33 @@ class WordPieceTokenizer:
         return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]
 
 
-class SentenceTransformerEmbedder(Embeddings):
+class _Embedder(Embeddings):
+    """What every provider shares: the id the store records, the language hint, the dimension."""
+
+    settings: EmbeddingSettings
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.settings.provider}:{self.settings.model}"
+
+    @property
+    def multilingual(self) -> bool:
+        return any(h in self.settings.model.lower() for h in _MULTILINGUAL_HINTS)
+
+    @cached_property
+    def dimension(self) -> int:
+        return len(self.embed_query("dimension probe"))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+class SentenceTransformerEmbedder(_Embedder):
     def __init__(self, settings: EmbeddingSettings, cache_dir: Path):
         self.settings = settings
         self.path = _model_path(settings.model)
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
-
-    @property
-    def model_id(self) -> str:
-        return f"sentence-transformers:{self.settings.model}"
-
-    @property
-    def multilingual(self) -> bool:
-        return any(h in self.settings.model.lower() for h in _MULTILINGUAL_HINTS)
 
     @cached_property
     def model(self):
@@ -125,10 +138,6 @@ class SentenceTransformerEmbedder(Embeddings):
             return int(json.loads(cfg.read_text()).get("max_seq_length", 256))
         return int(self.model.max_seq_length)
 
-    @cached_property
-    def dimension(self) -> int:
-        return len(self.embed_query("dimension probe"))
-
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
@@ -137,11 +146,8 @@ class SentenceTransformerEmbedder(Embeddings):
         )
         return vecs.tolist()
 
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
 
-
-class OllamaEmbedder(Embeddings):
+class OllamaEmbedder(_Embedder):
     """Ollama's POST /api/embed: {"model", "input": [..]} -> {"embeddings": [[..]]}."""
 
     def __init__(self, settings: EmbeddingSettings, base_url: str, timeout_s: float):
@@ -149,23 +155,11 @@ class OllamaEmbedder(Embeddings):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
-    @property
-    def model_id(self) -> str:
-        return f"ollama:{self.settings.model}"
-
-    @property
-    def multilingual(self) -> bool:
-        return any(h in self.settings.model.lower() for h in _MULTILINGUAL_HINTS)
-
     @cached_property
     def tokenizer(self) -> WordPieceTokenizer:
         return WordPieceTokenizer(bundled_model_path() / "tokenizer.json")
 
     max_tokens = 512
-
-    @cached_property
-    def dimension(self) -> int:
-        return len(self.embed_query("dimension probe"))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -196,9 +190,6 @@ class OllamaEmbedder(Embeddings):
                 raise RagchatError(f"Ollama /api/embed returned {len(vecs)} vectors for {len(batch)} texts")
             out += [_normalise(v) for v in vecs]
         return out
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
 
 
 def _normalise(v: list[float]) -> list[float]:
