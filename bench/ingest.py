@@ -8,7 +8,7 @@ allocator), one after the other, from an empty temporary store:
 
 - ragchat: ``Engine(settings).ingestor.ingest(collect(paths))`` with the settings from ./config.toml
   (``--backend`` overrides ``embedding.backend``). The ONNX export into the new store's cache is a
-  one-time cost per store; it is done before the clock starts and printed as ``export_s``.
+  one-time cost per store; it runs in its own process before the clock starts and is printed apart.
 - tutorial: PyPDFLoader / TextLoader(autodetect_encoding=True) per file, RecursiveCharacterTextSplitter
   (1000, 200), HuggingFaceEmbeddings on the same bundled all-MiniLM-L6-v2, Chroma.from_documents. A
   file its loader cannot read is skipped and counted (the tutorial itself would stop at the first).
@@ -16,7 +16,8 @@ allocator), one after the other, from an empty temporary store:
 Clocks: ``*_s`` runs from building the pipeline (model load included) to the last write; module
 imports are done before it and shown apart as ``import_s``. ``embed_only_s`` then times ragchat's own
 embedder (already loaded) on ragchat's own chunks, in the same batches as the pipeline;
-``embed_share = embed_only_s / ragchat_s``. ``peak_rss_mb`` is the peak resident set of ragchat's
+``embed_share = embed_only_s / ragchat_s``. "pieces read" counts the word pieces the model reads (at most
+256 per chunk: the embedder's real work) and "cut off" those it silently drops. ``peak_rss_mb`` is the peak resident set of ragchat's
 main process (the parsing worker's peak is printed apart).
 
 Prints a table, then one JSON line:
@@ -43,6 +44,14 @@ def _rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _word_pieces(texts: list[str], limit: int = 256) -> tuple[int, int]:
+    """(word pieces the bundled model reads, pieces it cuts off) over texts: the embedder's real work."""
+    from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+
+    counts = [n + 2 for n in WordPieceTokenizer(bundled_model_path() / "tokenizer.json").count(texts)]  # + [CLS] [SEP]
+    return sum(min(n, limit) for n in counts), sum(max(0, n - limit) for n in counts)
+
+
 def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: str | None) -> dict:
     t_import = time.perf_counter()
     from ragchat.config import load_settings
@@ -55,15 +64,6 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
     if backend:
         settings.embedding.backend = backend  # validated on assignment
     import_s = time.perf_counter() - t_import
-
-    export_s = 0.0
-    if settings.embedding.backend != "torch":
-        from ragchat.embeddings import _model_path
-        from ragchat.onnx_export import ensure_onnx
-
-        t = time.perf_counter()
-        ensure_onnx(_model_path(settings.embedding.model), store / "cache", settings.embedding.backend == "onnx-int8")
-        export_s = time.perf_counter() - t
 
     profiler = None
     if profile:
@@ -87,9 +87,10 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
     for i in range(0, len(texts), step):
         engine.embedder.embed_documents(texts[i : i + step])
     embed_only = time.perf_counter() - t1
+    pieces, dropped = _word_pieces(texts)
     engine.close()  # stops the parsing worker, so RUSAGE_CHILDREN includes it
-    return {
-        "wall_s": wall, "import_s": import_s, "export_s": export_s, "chunks": len(texts), "embed_only_s": embed_only,
+    return {"pieces": pieces, "dropped": dropped,
+        "wall_s": wall, "import_s": import_s, "chunks": len(texts), "embed_only_s": embed_only,
         "files": len(results), "failed": sum(r.outcome == "failed" for r in results),
         "peak_rss_mb": _rss_mb(resource.RUSAGE_SELF), "worker_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN),
         "backend": settings.embedding.backend,
@@ -122,29 +123,49 @@ def run_tutorial(paths: list[Path], store: Path) -> dict:
     chunks = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200).split_documents(docs)
     Chroma.from_documents(chunks, embeddings, persist_directory=str(store / "chroma"))
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "import_s": import_s, "chunks": len(chunks), "files": len(files), "failed": failed,
+    pieces, dropped = _word_pieces([c.page_content for c in chunks])
+    return {"pieces": pieces, "dropped": dropped, "wall_s": wall, "import_s": import_s, "chunks": len(chunks), "files": len(files), "failed": failed,
             "peak_rss_mb": _rss_mb(resource.RUSAGE_SELF)}
 
 
-def _child(which: str, paths: list[str], args) -> dict:
+def _child(which: str, paths: list[str], backend: str | None, profile: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-ingest-{which}-") as tmp:
         cmd = [sys.executable, __file__, "--child", which, "--store", tmp, *paths]
-        if args.backend:
-            cmd += ["--backend", args.backend]
-        if args.profile and which == "ragchat":
-            cmd += ["--profile", args.profile]
+        if backend:
+            cmd += ["--backend", backend]
+        if profile and which == "ragchat":
+            cmd += ["--profile", profile]
+        export_s = _export(Path(tmp), backend) if which == "ragchat" else 0.0
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{which} failed:\n{out.stderr[-4000:]}")
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
-        return json.loads(line)
+        return {**json.loads(line), "export_s": export_s}
+
+
+def _export(store: Path, backend: str | None) -> float:
+    """The one-time ONNX export into the new store's cache, in its own process, before the clock."""
+    from ragchat.config import load_settings
+    from ragchat.embeddings import _model_path
+
+    config = ROOT / "config.toml"
+    emb = load_settings(config if config.exists() else None, store=store).embedding
+    backend = backend or emb.backend
+    if backend == "torch":
+        return 0.0
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ragchat.onnx_export", str(_model_path(emb.model)), str(store / "cache")]
+                   + (["--int8"] if backend == "onnx-int8" else []), cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("corpus", nargs="+", help="files or folders to ingest")
-    ap.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="override embedding.backend for ragchat")
-    ap.add_argument("--profile", help="write a pyinstrument profile of ragchat's ingest here (.html, plus .txt)")
+    ap.add_argument("--backend", action="append", choices=["torch", "onnx", "onnx-int8"],
+                    help="override embedding.backend for ragchat; repeat to run ragchat once per backend in the same run "
+                         "(the JSON line describes the first)")
+    ap.add_argument("--profile", help="write a pyinstrument profile of ragchat's (first) ingest here (.html, plus .txt)")
     ap.add_argument("--skip-tutorial", action="store_true", help="only run ragchat (for profiling)")
     ap.add_argument("--child", choices=["ragchat", "tutorial"], help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
@@ -153,23 +174,28 @@ def main() -> None:
     if args.child:
         paths = [Path(p).resolve() for p in args.corpus]
         store = Path(args.store)
-        res = run_ragchat(paths, store, args.backend, args.profile) if args.child == "ragchat" else run_tutorial(paths, store)
+        backend = args.backend[0] if args.backend else None
+        res = run_ragchat(paths, store, backend, args.profile) if args.child == "ragchat" else run_tutorial(paths, store)
         print(json.dumps(res))
         return
 
     paths = [str(Path(p).resolve()) for p in args.corpus]
-    rag = _child("ragchat", paths, args)
-    tut = None if args.skip_tutorial else _child("tutorial", paths, args)
+    rags = [_child("ragchat", paths, b, args.profile if i == 0 else None) for i, b in enumerate(args.backend or [None])]
+    rag = rags[0]
+    tut = None if args.skip_tutorial else _child("tutorial", paths, None, None)
 
-    print(f"load average before/after: {os.getloadavg()[0]:.2f} (1 min)")
-    print(f"{'pipeline':<34}{'wall s':>9}{'imports s':>11}{'chunks':>8}{'chunks/s':>10}{'failed':>8}{'peak RSS MB':>13}")
-    rows = [(f"ragchat ({rag['backend']})", rag)] + ([("langchain tutorial (torch)", tut)] if tut else [])
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+    print(f"{'pipeline':<30}{'wall s':>8}{'imports s':>10}{'chunks':>7}{'chunks/s':>9}{'pieces read':>12}{'cut off':>8}"
+          f"{'failed':>7}{'peak RSS MB':>12}")
+    rows = [(f"ragchat ({r['backend']})", r) for r in rags] + ([("langchain tutorial (torch)", tut)] if tut else [])
     for name, r in rows:
-        print(f"{name:<34}{r['wall_s']:>9.2f}{r['import_s']:>11.2f}{r['chunks']:>8}{r['chunks'] / r['wall_s']:>10.1f}"
-              f"{r['failed']:>8}{r['peak_rss_mb']:>13.0f}")
-    print(f"ragchat embedder alone on its {rag['chunks']} chunks: {rag['embed_only_s']:.2f} s "
-          f"({rag['chunks'] / max(rag['embed_only_s'], 1e-9):.1f} chunks/s); one-time ONNX export: {rag['export_s']:.2f} s; "
-          f"parse worker peak RSS {rag['worker_rss_mb']:.0f} MB")
+        print(f"{name:<30}{r['wall_s']:>8.2f}{r['import_s']:>10.2f}{r['chunks']:>7}{r['chunks'] / r['wall_s']:>9.1f}"
+              f"{r['pieces']:>12,}{r['dropped']:>8,}{r['failed']:>7}{r['peak_rss_mb']:>12.0f}")
+    for r in rags:
+        print(f"ragchat ({r['backend']}): embedder alone on its {r['chunks']} chunks {r['embed_only_s']:.2f} s "
+              f"({r['chunks'] / max(r['embed_only_s'], 1e-9):.1f} chunks/s), embed share {r['embed_only_s'] / r['wall_s']:.3f}, "
+              f"ratio to the tutorial {tut['wall_s'] / r['wall_s'] if tut else float('nan'):.2f}; "
+              f"one-time ONNX export {r['export_s']:.2f} s; parse worker peak RSS {r['worker_rss_mb']:.0f} MB")
     summary = {
         "ragchat_s": round(rag["wall_s"], 3),
         "tutorial_s": round(tut["wall_s"], 3) if tut else None,

@@ -12,7 +12,8 @@ ingested with the configured embedder. Then, side by side, question after questi
 - web: the same store copied (one process per store), served by ``ragchat serve`` in a child
   process; ``gradio_client`` submits to ``/ask`` and the clock runs to the first streamed update
   whose answer holds generated text (the "▍" cursor), so it adds Gradio's queue, the event stream,
-  the conversation bookkeeping and the client.
+  the conversation bookkeeping and the client. Each question starts a new conversation (``/new_chat``,
+  not timed), so neither side has history in its prompt.
 
 The LLM is forced to the built-in SmolLM2-135M (llm.provider = "llamacpp"), top_k = 4, temperature 0.
 One warm-up question per side is not counted (it loads the models; its time is printed as "cold").
@@ -118,6 +119,7 @@ def prompt_tokens(engine, question: str) -> int:
 
 
 def web_ttft(client, question: str) -> dict:
+    client.predict(api_name="/new_chat")  # a fresh conversation: no history in the prompt, like the engine side
     t0 = time.perf_counter()
     job = client.submit(question, api_name="/ask")
     first = None

@@ -22,7 +22,7 @@ from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 
 
-_OVERFETCH = 4  # unfiltered neighbours fetched per wanted one when a filter applies (see Retriever._dense)
+_OVERFETCH = 4  # unfiltered hits fetched per wanted one when a filter applies (see Retriever._dense)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Retriever:
             vec = self.embedder.embed_query(query)
             dense = self._dense(vec, n, filters)
         if mode in ("hybrid", "lexical"):
-            lexical = self.lexical.search(query, n, filters.collections, filters.doc_ids)
+            lexical = self._lexical(query, n, filters)
 
         searchable = self.catalog.searchable_doc_ids()
         dense = [h for h in dense if h.doc_id in searchable]
@@ -130,9 +130,10 @@ class Retriever:
 
     def _dense(self, vec, n: int, filters: Filters):
         """Dense hits under the filters. A Chroma metadata filter scans the metadata on every query
-        (0.3-1 s at 100k chunks, against 7 ms unfiltered; bench/query.py), so take n * _OVERFETCH
-        neighbours unfiltered and keep those of allowed documents; let Chroma filter only when too
-        few pass (a narrow filter). Same result: the allowed documents' best neighbours."""
+        (with it, collection-filtered searches took 1.5 s instead of 0.3 s at 100k chunks in
+        bench/query.py), so take n * _OVERFETCH neighbours unfiltered and keep those of allowed
+        documents; let Chroma filter only when too few pass (a narrow filter). Same result: the
+        allowed documents' best neighbours."""
         if filters.collections is None and filters.doc_ids is None:
             return self.vectors.search(vec, n)
         wide = self.vectors.search(vec, n * _OVERFETCH)
@@ -141,6 +142,18 @@ class Retriever:
         if len(kept) >= n or len(wide) < n * _OVERFETCH:  # enough, or the whole index was seen
             return kept[:n]
         return self.vectors.search(vec, n, filters.collections, filters.doc_ids)
+
+    def _lexical(self, query: str, n: int, filters: Filters):
+        """BM25 hits under the filters, the same way: an SQL filter on FTS5's unindexed columns reads
+        the row of every match and doubles the query's time (bench/query.py)."""
+        if filters.collections is None and filters.doc_ids is None:
+            return self.lexical.search(query, n)
+        wide = self.lexical.search(query, n * _OVERFETCH)
+        allowed = self._allowed_docs(filters)
+        kept = [h for h in wide if h.doc_id in allowed]
+        if len(kept) >= n or len(wide) < n * _OVERFETCH:
+            return kept[:n]
+        return self.lexical.search(query, n, filters.collections, filters.doc_ids)
 
     def _allowed_docs(self, filters: Filters) -> frozenset[str]:
         searchable = self.catalog.searchable_doc_ids()  # a new object whenever documents change
