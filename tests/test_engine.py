@@ -177,6 +177,21 @@ def test_crash_leftovers_are_purged_and_reingested(engine, tmp_path):
     assert engine.retriever.search("zebrafish heart")[0].source == "a.txt"
 
 
+def test_bm25_index_is_rebuilt_from_the_catalog(settings, tmp_path):
+    """A store from before the Tantivy index (lexical.sqlite, no format mark) or one whose index
+    folder was lost gets its BM25 index back from the catalog's texts when it is opened."""
+    with Engine(settings) as eng:
+        ingest(eng, write(tmp_path / "a.txt", ALPHA), write(tmp_path / "b.txt", BETA))
+    shutil.rmtree(settings.store / "lexical")
+    (settings.store / "lexical.sqlite").write_bytes(b"an old FTS5 file")
+    with Engine(settings) as eng:
+        eng.catalog.set_meta("lexical_index", "sqlite-fts5")
+        assert indexes_agree(eng)
+        assert eng.lexical.search("superconducting qubits", 5)[0].doc_id == eng.catalog.find("default", "b.txt").id
+        assert eng.retriever.search("zebrafish heart", mode="lexical")[0].source == "a.txt"
+    assert not (settings.store / "lexical.sqlite").exists()
+
+
 def test_changed_embedding_model_is_refused_then_reindexed(settings, tmp_path):
     with Engine(settings) as eng:
         ingest(eng, write(tmp_path / "a.txt", ALPHA))

@@ -30,7 +30,7 @@ def test_cjk_share():
 
 @pytest.fixture
 def lex(tmp_path):
-    idx = LexicalIndex(tmp_path / "lex.sqlite")
+    idx = LexicalIndex(tmp_path / "lex")
     idx.add([
         ("c1", "d1", "a", "Heart regeneration in zebrafish. Zebrafish hearts regenerate."),
         ("c2", "d2", "a", "The zebrafish is a small fish."),

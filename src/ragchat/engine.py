@@ -28,6 +28,7 @@ from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 
 _RESOLVE_TTL_S = 30.0
+_LEXICAL_FORMAT = "tantivy-1"  # bump to rebuild every store's BM25 index from the catalog on open
 
 
 class StoreLock:
@@ -86,7 +87,20 @@ class Engine:
 
     @cached_property
     def lexical(self) -> LexicalIndex:
-        return LexicalIndex(self.store / "lexical.sqlite")
+        index = LexicalIndex(self.store / "lexical")
+        if self.catalog.get_meta("lexical_index") != _LEXICAL_FORMAT or (index.count() == 0 and self.catalog.count_chunks()):
+            self._rebuild_lexical(index)
+        return index
+
+    def _rebuild_lexical(self, index: LexicalIndex) -> None:
+        """Fill the BM25 index from the catalog's chunk texts: for stores made before it existed
+        (they had SQLite FTS5 in lexical.sqlite) or whose index folder was lost. No embedding needed."""
+        index.clear()
+        for rows in self.catalog.iter_done_chunks():
+            index.add(rows)
+        self.catalog.set_meta("lexical_index", _LEXICAL_FORMAT)
+        for old in ("lexical.sqlite", "lexical.sqlite-wal", "lexical.sqlite-shm"):
+            (self.store / old).unlink(missing_ok=True)
 
     @cached_property
     def loader(self) -> IsolatedLoader:

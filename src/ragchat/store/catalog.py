@@ -14,7 +14,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import (
     JSON,
@@ -297,6 +297,14 @@ class Catalog:
     def count_chunks(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(ChunkRow)) or 0
+
+    def iter_done_chunks(self, batch: int = 5000) -> Iterator[list[tuple[str, str, str, str]]]:
+        """(chunk id, doc id, collection, text) of every chunk of a finished document, in batches."""
+        q = (select(ChunkRow.id, ChunkRow.doc_id, Document.collection, ChunkRow.text)
+             .join(Document, Document.id == ChunkRow.doc_id).where(Document.status == "done"))
+        with self.session() as s:
+            for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
+                yield [tuple(r) for r in part]
 
     def all_chunk_ids(self) -> set[str]:
         with self.session() as s:

@@ -1,28 +1,43 @@
-"""The BM25 index: SQLite FTS5 in its own file beside Chroma, updated incrementally.
+"""The BM25 index: a Tantivy index in its own folder beside Chroma, updated incrementally.
 
 Text is turned into terms by `ragchat.analysis` (stemming, stop words, Chinese word segmentation)
-and stored space-separated, so FTS5 only has to split on spaces; FTS5's built-in bm25() ranks
-(k1 = 1.2, b = 0.75). Filters on collection and document run inside the same SQL query.
+and stored space-separated, so Tantivy only splits on whitespace; it ranks with BM25 (k1 = 1.2,
+b = 0.75). A query is a disjunction of its terms, which Tantivy answers with block-max WAND: it
+skips the postings that cannot reach the top k, so a query costs milliseconds at a million chunks
+(SQLite FTS5, used before, scored every chunk holding any query term: 160 ms at 300,000 chunks,
+see docs/PERFORMANCE.md).
+
+Every change is committed before the method returns, so what the catalog calls "done" is durable
+and visible to the next search. Tantivy allows one writer per index, held by this object until
+`close()`; the store lock (engine.py) keeps other processes out.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import tantivy
+
 from ragchat.analysis import analyze
 
-_SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-    terms, chunk_id UNINDEXED, doc_id UNINDEXED, collection UNINDEXED,
-    tokenize = "unicode61 remove_diacritics 0"
-);
-CREATE TABLE IF NOT EXISTS chunk_rows (chunk_id TEXT PRIMARY KEY, rid INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS chunk_rows_rid ON chunk_rows(rid);
-"""
+_WRITER_HEAP = 64_000_000  # bytes of indexing buffer; the writer flushes a segment when it is full
+_MAX_TERM = 64  # longer "words" (base64 blobs, hashes) are not searchable and only bloat the index
+
+
+def _terms(text: str) -> list[str]:
+    return [t for t in analyze(text) if len(t) <= _MAX_TERM]
+
+
+def _schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    sb.add_text_field("chunk_id", stored=True, tokenizer_name="raw")
+    sb.add_text_field("doc_id", stored=True, tokenizer_name="raw")
+    sb.add_text_field("collection", tokenizer_name="raw")
+    return sb.build()
 
 
 @dataclass(frozen=True)
@@ -35,67 +50,56 @@ class LexicalHit:
 class LexicalIndex:
     def __init__(self, path: Path):
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        path.mkdir(parents=True, exist_ok=True)
+        self._index = tantivy.Index(_schema(), path=str(path), reuse=True)
+        self._schema = self._index.schema
+        self._writer: tantivy.IndexWriter | None = None
         self._lock = threading.Lock()
+
+    def _writer_locked(self) -> tantivy.IndexWriter:
+        if self._writer is None:
+            self._writer = self._index.writer(_WRITER_HEAP, 1)
+        return self._writer
+
+    def _commit_locked(self) -> None:
+        self._writer_locked().commit()
+        self._index.reload()
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._writer is not None:
+                self._writer.wait_merging_threads()  # also releases the writer's lock file
+                self._writer = None
 
     def add(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
         """rows: (chunk_id, doc_id, collection, text). Re-adding a chunk id replaces it."""
-        prepared = [(cid, did, col, " ".join(analyze(text))) for cid, did, col, text in rows]
+        docs = [tantivy.Document(terms=" ".join(_terms(text)), chunk_id=cid, doc_id=did, collection=col)
+                for cid, did, col, text in rows]
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN")
-            try:
-                self._delete_locked(cur, [r[0] for r in prepared])
-                for cid, did, col, terms in prepared:
-                    cur.execute("INSERT INTO fts(terms, chunk_id, doc_id, collection) VALUES (?,?,?,?)", (terms, cid, did, col))
-                    cur.execute("INSERT INTO chunk_rows(chunk_id, rid) VALUES (?, ?)", (cid, cur.lastrowid))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            w = self._writer_locked()
+            for d in docs:
+                w.delete_documents_by_term("chunk_id", d["chunk_id"][0])
+                w.add_document(d)
+            self._commit_locked()
 
     def delete(self, chunk_ids: Sequence[str]) -> None:
         if not chunk_ids:
             return
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN")
-            try:
-                self._delete_locked(cur, chunk_ids)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+            w = self._writer_locked()
+            for cid in chunk_ids:
+                w.delete_documents_by_term("chunk_id", cid)
+            self._commit_locked()
 
     def delete_doc(self, doc_id: str) -> None:
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN")
-            rids = [r[0] for r in cur.execute("SELECT rowid FROM fts WHERE doc_id = ?", (doc_id,))]
-            cur.executemany("DELETE FROM fts WHERE rowid = ?", [(r,) for r in rids])
-            cur.executemany("DELETE FROM chunk_rows WHERE rid = ?", [(r,) for r in rids])
-            cur.execute("COMMIT")
-
-    @staticmethod
-    def _delete_locked(cur: sqlite3.Cursor, chunk_ids: Sequence[str]) -> None:
-        for i in range(0, len(chunk_ids), 500):
-            batch = list(chunk_ids[i : i + 500])
-            marks = ",".join("?" * len(batch))
-            rids = [r[0] for r in cur.execute(f"SELECT rid FROM chunk_rows WHERE chunk_id IN ({marks})", batch)]
-            cur.executemany("DELETE FROM fts WHERE rowid = ?", [(r,) for r in rids])
-            cur.execute(f"DELETE FROM chunk_rows WHERE chunk_id IN ({marks})", batch)
+            self._writer_locked().delete_documents_by_term("doc_id", doc_id)
+            self._commit_locked()
 
     def clear(self) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM fts")
-            self._db.execute("DELETE FROM chunk_rows")
+            self._writer_locked().delete_all_documents()
+            self._commit_locked()
 
     def search(
         self,
@@ -104,28 +108,32 @@ class LexicalIndex:
         collections: Sequence[str] | None = None,
         doc_ids: Sequence[str] | None = None,
     ) -> list[LexicalHit]:
-        terms = list(dict.fromkeys(analyze(query)))
+        terms = list(dict.fromkeys(_terms(query)))
         if not terms:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        sql = "SELECT chunk_id, doc_id, -bm25(fts) FROM fts WHERE fts MATCH ?"
-        args: list = [match]
-        if collections is not None:
-            sql += f" AND collection IN ({','.join('?' * len(collections))})"
-            args += list(collections)
-        if doc_ids is not None:
-            sql += f" AND doc_id IN ({','.join('?' * len(doc_ids))})"
-            args += list(doc_ids)
-        sql += " ORDER BY bm25(fts) LIMIT ?"
-        args.append(k)
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
-        return [LexicalHit(cid, did, float(s)) for cid, did, s in rows]
+        Q = tantivy.Query
+        q = Q.boolean_query([(tantivy.Occur.Should, Q.term_query(self._schema, "terms", t)) for t in terms])
+        filters = [(field, values) for field, values in (("collection", collections), ("doc_id", doc_ids))
+                   if values is not None]
+        if filters:  # the filters restrict but add nothing to the score
+            q = Q.boolean_query([(tantivy.Occur.Must, q)] + [
+                (tantivy.Occur.Must, Q.const_score_query(Q.term_set_query(self._schema, field, list(values)), 0.0))
+                for field, values in filters
+            ])
+        searcher = self._index.searcher()
+        hits = []
+        for score, address in searcher.search(q, k, count=False).hits:
+            doc = searcher.doc(address)
+            hits.append(LexicalHit(doc["chunk_id"][0], doc["doc_id"][0], float(score)))
+        return hits
 
     def chunk_ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT chunk_id FROM chunk_rows")}
+        """Every chunk id in the index (reads all stored ids: for consistency checks, not for queries)."""
+        searcher = self._index.searcher()
+        n = searcher.num_docs
+        if not n:
+            return set()
+        return {searcher.doc(a)["chunk_id"][0] for _, a in searcher.search(tantivy.Query.all_query(), n, count=False).hits}
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT count(*) FROM chunk_rows").fetchone()[0]
+        return self._index.searcher().num_docs
