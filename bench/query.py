@@ -4,7 +4,7 @@
     .venv/bin/python bench/query.py --chunks 300000 --queries 300 --backend onnx-int8 --profile /tmp/query.html
 
 The path timed is the one chat uses, without the LLM: query embedding, dense search (Chroma HNSW),
-lexical search (SQLite FTS5 BM25), weighted RRF fusion, the "done documents only" filter and the
+lexical search (Tantivy BM25), weighted RRF fusion, the "done documents only" filter and the
 catalog lookup of the top hits. A quarter of the queries also carry a collection filter.
 
 How the store is built (``--store``, default /tmp/ragchat-bench/query-<N>; an existing one is reused,
@@ -157,7 +157,7 @@ def build(engine, target: int) -> None:
             s.execute(insert(ChunkRow), chunks)
         t4 = time.perf_counter()
         done = (block + 1) * BLOCK
-        print(f"  {done:>9,} chunks  gen {t1 - t0:5.1f}s  chroma {t2 - t1:6.1f}s  fts5 {t3 - t2:5.1f}s  catalog {t4 - t3:4.1f}s"
+        print(f"  {done:>9,} chunks  gen {t1 - t0:5.1f}s  chroma {t2 - t1:6.1f}s  bm25 {t3 - t2:5.1f}s  catalog {t4 - t3:4.1f}s"
               f"  ({(done - have) / (t4 - t_all):.0f} chunks/s overall)", flush=True)
 
 

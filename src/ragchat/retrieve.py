@@ -4,7 +4,7 @@ Dense (Chroma) and lexical (BM25) rankings are fused with weighted reciprocal ra
 weighted sum of min-max normalised scores, `retrieval.fusion = "convex"`). The
 weight of the dense ranking adapts to the query's language: an English-only embedder understands
 little Chinese, so for a Chinese query its ranking gets `cjk_dense_weight` instead of
-`dense_weight` and BM25 leads. Filters (collections, documents) are applied inside both indexes,
+`dense_weight` and BM25 leads. Filters (collections, documents) are applied to both rankings,
 and only chunks of documents whose ingestion finished ("done") are ever returned.
 """
 
@@ -144,15 +144,7 @@ class Retriever:
         return self.vectors.search(vec, n, filters.collections, filters.doc_ids)
 
     def _lexical(self, query: str, n: int, filters: Filters):
-        """BM25 hits under the filters, the same way: an SQL filter on FTS5's unindexed columns reads
-        the row of every match and doubles the query's time (bench/query.py)."""
-        if filters.collections is None and filters.doc_ids is None:
-            return self.lexical.search(query, n)
-        wide = self.lexical.search(query, n * _OVERFETCH)
-        allowed = self._allowed_docs(filters)
-        kept = [h for h in wide if h.doc_id in allowed]
-        if len(kept) >= n or len(wide) < n * _OVERFETCH:
-            return kept[:n]
+        """BM25 hits under the filters: Tantivy intersects the filter terms with the query's postings."""
         return self.lexical.search(query, n, filters.collections, filters.doc_ids)
 
     def _allowed_docs(self, filters: Filters) -> frozenset[str]:
