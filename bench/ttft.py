@@ -1,7 +1,7 @@
 """Time to first token with the built-in model and 4 sources: the engine alone, and through the web app.
 
-    .venv/bin/python bench/ttft.py                 # engine and web app, 10 questions
-    .venv/bin/python bench/ttft.py --no-web --questions 20
+    .venv/bin/python bench/ttft.py                 # engine and web app, 10 questions, whole chunks vs excerpts
+    .venv/bin/python bench/ttft.py --no-web --questions 20 --source-tokens auto
 
 A temporary store gets two PDFs (the TableFormer and DPR papers) and the five Chinese newsletters,
 ingested with the configured embedder. Then, side by side, question after question:
@@ -16,10 +16,15 @@ ingested with the configured embedder. Then, side by side, question after questi
   not timed), so neither side has history in its prompt.
 
 The LLM is forced to the built-in SmolLM2-135M (llm.provider = "llamacpp"), top_k = 4, temperature 0.
-One warm-up question per side is not counted (it loads the models; its time is printed as "cold").
-Every answer is read to its end before the next question, so the two sides never overlap.
-Prints a table and one JSON line {"questions","engine_p50_ms","engine_max_ms","web_p50_ms",
-"web_max_ms","web_overhead_p50_ms","prompt_tokens_p50"}.
+Each ``--source-tokens`` value (chat.source_tokens; default: "0", whole chunks, and "auto", excerpts)
+is timed on every question, in turn: the engine switches the setting between calls, and the web side
+has one server per value, each over its own copy of the store. "prompt tok" is the prompt the model
+reads, in its own tokens; "cached" is how many of them llama.cpp kept from the previous prompt of the
+engine's process (the system prompt comes first, so at least that). One warm-up question per server
+and one for the engine are not counted (they load the models; their times are printed as "cold").
+Every answer is read to its end before the next question, so nothing overlaps.
+Prints a table and one JSON line per value {"source_tokens","questions","engine_p50_ms","engine_max_ms",
+"web_p50_ms","web_max_ms","web_overhead_p50_ms","prompt_tokens_p50","prompt_tokens_max"}.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.request
 from pathlib import Path
 
@@ -84,9 +90,19 @@ def settings_for(store: Path, backend: str | None):
     return s
 
 
+def builtin_llama(engine):
+    from ragchat.chat import ChatOptions
+    from ragchat.llm import _load_llama
+
+    model = engine.llm_for(ChatOptions()).model
+    return _load_llama(model.model_path, model.n_ctx, model._threads())[0]
+
+
 def engine_ttft(engine, question: str) -> dict:
+    llama = builtin_llama(engine)
+    cached = llama.input_ids[: llama.n_tokens].tolist()  # what llama.cpp holds before this question
     t0 = time.perf_counter()
-    out = {"question": question, "ttft_ms": None, "sources": 0, "retrieval_ms": None}
+    out = {"question": question, "ttft_ms": None, "sources": 0, "retrieval_ms": None, "before": cached}
     first = None
     n = 0
     for ev in engine.chat.stream(question):
@@ -105,17 +121,19 @@ def engine_ttft(engine, question: str) -> dict:
     return out
 
 
-def prompt_tokens(engine, question: str) -> int:
-    """Tokens of the prompt the built-in model reads for this question (its own tokenizer)."""
+def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
+    """(tokens of the prompt the built-in model read for this question, how many of them were cached)."""
     from ragchat.chat import ChatOptions, _source
-    from ragchat.llm import _load_llama, _role
+    from ragchat.llm import _role
 
     hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
-    msgs = engine.chat.prompt(question, [], [_source(i + 1, h) for i, h in enumerate(hits)], engine.settings.chat.system_prompt)
-    model = engine.llm_for(ChatOptions()).model
-    llama, _ = _load_llama(model.model_path, model.n_ctx, model._threads())
+    sources = [_source(i + 1, h) for i, h in enumerate(hits)]
+    passages = engine.chat.passages(question, sources, engine.llm_for(ChatOptions()))
+    msgs = engine.chat.prompt(question, [], sources, engine.settings.chat.system_prompt, passages)
     text = "".join(f"<|im_start|>{_role(m)}\n{m.text}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
-    return len(llama.tokenize(text.encode(), add_bos=False, special=True))
+    tokens = builtin_llama(engine).tokenize(text.encode(), add_bos=False, special=True)
+    cached = next((i for i, (a, b) in enumerate(zip(before, tokens)) if a != b), min(len(before), len(tokens)))
+    return len(tokens), cached
 
 
 def web_ttft(client, question: str) -> dict:
@@ -135,13 +153,13 @@ def web_ttft(client, question: str) -> dict:
     return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000}
 
 
-def start_server(store: Path, backend: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(store: Path, backend: str | None, source_tokens: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__TEMPERATURE": "0",
-           "RAGCHAT_RETRIEVAL__TOP_K": "4"}
+           "RAGCHAT_RETRIEVAL__TOP_K": "4", "RAGCHAT_CHAT__SOURCE_TOKENS": source_tokens}
     if backend:
         env["RAGCHAT_EMBEDDING__BACKEND"] = backend
-    log = open(store.parent / "server.log", "w")
+    log = open(store.parent / f"server-{store.name}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "--store", str(store), "serve", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -158,6 +176,17 @@ def start_server(store: Path, backend: str | None) -> tuple[subprocess.Popen, st
     sys.exit("the web app did not answer within 120 s")
 
 
+def pad(text: str, width: int) -> str:
+    """text cut and padded to a width in terminal columns (a Chinese character takes two)."""
+    out, used = "", 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > width - 2:
+            break
+        out, used = out + ch, used + w
+    return out + " " * (width - used)
+
+
 def p50(xs):
     return statistics.median(xs) if xs else None
 
@@ -166,8 +195,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--questions", type=int, default=10, help=f"questions to time (at most {len(QUESTIONS) - 1})")
     ap.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], help="override embedding.backend")
+    ap.add_argument("--source-tokens", action="append", metavar="N|auto",
+                    help='chat.source_tokens values to compare, repeatable (default: 0 and auto)')
     ap.add_argument("--no-web", action="store_true", help="time the engine only")
     args = ap.parse_args()
+    values = args.source_tokens or ["0", "auto"]
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from ragchat.engine import Engine
@@ -190,53 +222,68 @@ def main() -> None:
             results = eng.ingestor.ingest(collect(CORPUS), settings.collection)
             print(f"ingested {sum(r.chunks for r in results)} chunks from {len(results)} files")
         if web:
-            shutil.copytree(store, Path(tmp) / "web", ignore=shutil.ignore_patterns(".lock"))
+            for i in range(len(values)):
+                shutil.copytree(store, Path(tmp) / f"web{i}", ignore=shutil.ignore_patterns(".lock"))
 
         questions = QUESTIONS[: args.questions + 1]
         eng = Engine(settings)
-        server = client = None
+        servers, clients = [], []
         try:
             t = time.perf_counter()
             cold = engine_ttft(eng, questions[0])
             print(f"engine cold (loads the LLM and embedder): first token {cold['ttft_ms']:.0f} ms, "
                   f"whole call {(time.perf_counter() - t) * 1000:.0f} ms")
             if web:
-                server, url = start_server(Path(tmp) / "web", args.backend)
-                client = Client(url, verbose=False)
-                cold_w = web_ttft(client, questions[0])
-                print(f"web cold: first token {cold_w['ttft_ms'] or float('nan'):.0f} ms")
+                for i, value in enumerate(values):
+                    server, url = start_server(Path(tmp) / f"web{i}", args.backend, value)
+                    servers.append(server)
+                    clients.append(Client(url, verbose=False))
+                    cold_w = web_ttft(clients[i], questions[0])
+                    print(f"web cold (source_tokens={value}): first token {cold_w['ttft_ms'] or float('nan'):.0f} ms")
             rows = []
             for q in questions[1:]:
-                e = engine_ttft(eng, q)
-                e["prompt_tokens"] = prompt_tokens(eng, q)
-                w = web_ttft(client, q) if web else {"ttft_ms": None}
-                e["web_ttft_ms"] = w["ttft_ms"]
-                rows.append(e)
+                row = {"question": q, "runs": []}
+                for i, value in enumerate(values):
+                    eng.settings.chat.source_tokens = value
+                    e = engine_ttft(eng, q)
+                    e["prompt_tokens"], e["cached_tokens"] = prompt_tokens(eng, q, e.pop("before"))
+                    e["web_ttft_ms"] = web_ttft(clients[i], q)["ttft_ms"] if web else None
+                    row["runs"].append(e)
+                rows.append(row)
         finally:
             eng.close()
-            if server is not None:
+            for server in servers:
                 server.terminate()
                 server.wait(10)
 
+    fmt = lambda v: f"{v:,.0f}" if v is not None else "-"
     print(f"\nload average (1 min): {os.getloadavg()[0]:.2f}")
-    print(f"{'question':<52}{'src':>4}{'prompt tok':>11}{'retrieve ms':>12}{'engine ms':>10}{'web ms':>9}")
-    for r in rows:
-        fmt = lambda v: f"{v:.0f}" if v is not None else "-"
-        print(f"{r['question'][:50]:<52}{r['sources']:>4}{r['prompt_tokens']:>11}{fmt(r['retrieval_ms']):>12}"
-              f"{fmt(r['ttft_ms']):>10}{fmt(r['web_ttft_ms']):>9}")
-    eng_t = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
-    web_t = [r["web_ttft_ms"] for r in rows if r["web_ttft_ms"] is not None]
-    both = [r["web_ttft_ms"] - r["ttft_ms"] for r in rows if r["ttft_ms"] is not None and r["web_ttft_ms"] is not None]
-    summary = {
-        "questions": len(eng_t),
-        "engine_p50_ms": round(p50(eng_t), 1) if eng_t else None,
-        "engine_max_ms": round(max(eng_t), 1) if eng_t else None,
-        "web_p50_ms": round(p50(web_t), 1) if web_t else None,
-        "web_max_ms": round(max(web_t), 1) if web_t else None,
-        "web_overhead_p50_ms": round(p50(both), 1) if both else None,
-        "prompt_tokens_p50": p50([r["prompt_tokens"] for r in rows]),
-    }
-    print(json.dumps(summary))
+    print(f"{'':<48}{'':>4}{'':>9}" + "".join(f"{'source_tokens = ' + v:>36}" for v in values))
+    print(f"{'question':<48}{'src':>4}{'retr ms':>9}" + f"{'prompt tok':>11}{'cached':>7}{'engine ms':>10}{'web ms':>8}" * len(values))
+    for row in rows:
+        first = row["runs"][0]
+        line = f"{pad(row['question'], 48)}{first['sources']:>4}{fmt(first['retrieval_ms']):>9}"
+        for r in row["runs"]:
+            line += f"{r['prompt_tokens']:>11}{r['cached_tokens']:>7}{fmt(r['ttft_ms']):>10}{fmt(r['web_ttft_ms']):>8}"
+        print(line)
+    for i, value in enumerate(values):
+        runs = [row["runs"][i] for row in rows]
+        eng_t = [r["ttft_ms"] for r in runs if r["ttft_ms"] is not None]
+        web_t = [r["web_ttft_ms"] for r in runs if r["web_ttft_ms"] is not None]
+        both = [r["web_ttft_ms"] - r["ttft_ms"] for r in runs if r["ttft_ms"] is not None and r["web_ttft_ms"] is not None]
+        counted = [r["prompt_tokens"] for r in runs if r["ttft_ms"] is not None]
+        summary = {
+            "source_tokens": value,
+            "questions": len(eng_t),
+            "engine_p50_ms": round(p50(eng_t), 1) if eng_t else None,
+            "engine_max_ms": round(max(eng_t), 1) if eng_t else None,
+            "web_p50_ms": round(p50(web_t), 1) if web_t else None,
+            "web_max_ms": round(max(web_t), 1) if web_t else None,
+            "web_overhead_p50_ms": round(p50(both), 1) if both else None,
+            "prompt_tokens_p50": p50(counted),
+            "prompt_tokens_max": max(counted) if counted else None,
+        }
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import contextvars
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,6 +111,26 @@ class ChatSettings(_Section):
         "question, 'auto' uses the LLM for Ollama and concat for the small built-in model.",
     )
     history_turns: int = Field(3, ge=0, le=50, description="Previous exchanges kept in the prompt.")
+    source_tokens: int | Literal["auto"] = Field(
+        "auto",
+        description="How much of each source the LLM reads, in the LLM's own tokens: the sentences of the chunk that best "
+        "match the question, kept in their order, up to this many tokens. 0 sends whole chunks. 'auto': 64 for the "
+        "built-in llama.cpp model (it reads the prompt slowly on a CPU, so 4 sources make a prompt of about 360 tokens), "
+        "whole chunks for Ollama. Citations always point to the whole chunk.",
+    )
+
+    @field_validator("source_tokens", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = -1
+        if isinstance(value, bool) or not 0 <= count <= 8192:
+            raise ValueError("must be 'auto' or a number of tokens from 0 (whole chunks) to 8192")
+        return count
 
 
 class ServerSettings(_Section):

@@ -1,0 +1,235 @@
+"""What the LLM reads of each source (chat.source_tokens), and that citations still mean whole chunks.
+
+The built-in model gets each source as its excerpt that best matches the question, counted in the
+model's own tokens; Ollama gets whole chunks. The excerpt tests use the real SmolLM2 tokenizer; the
+end-to-end ones a real store and the real built-in model (or the fake Ollama server for that path).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import PDFS
+from ollama_fake import FakeOllama
+
+import ragchat.chat as chat_module
+from ragchat.chat import AUTO_SOURCE_TOKENS, SOURCES_BEGIN, SOURCES_END, ChatEngine, Source, cite, excerpt
+from ragchat.config import LLMSettings, load_settings
+from ragchat.errors import ConfigError
+from ragchat.ingest.pipeline import collect
+from ragchat.llm import _load_llama, estimate_tokens, resolve_llm
+
+CHUNK = (
+    "Table recognition has a long history in document analysis. Early systems used hand-written rules "
+    "for ruling lines and whitespace. TableFormer predicts the structure of a table and the bounding box "
+    "of every cell from the image. Its decoder is trained on PubTabNet with a tree edit distance metric. "
+    "The authors release their code and weights under an open licence. Several later papers build on it."
+)
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return resolve_llm(LLMSettings(provider="llamacpp", max_answer_tokens=48))
+
+
+def source(n: int, text: str) -> Source:
+    return Source(n, "doc.pdf", 1, text, 0.5, "d", f"c{n}", "default", 0, len(text))
+
+
+# ---- excerpts ----------------------------------------------------------------------------------------
+
+
+def test_excerpt_keeps_the_relevant_sentence_within_the_budget(builtin):
+    count = builtin.count_tokens
+    assert count(CHUNK) > 60
+    got = excerpt(CHUNK, "How are cell bounding boxes predicted?", 40, count)
+    assert "TableFormer predicts the structure of a table and the bounding box of every cell" in got
+    assert count(got) <= 40
+    assert "open licence" not in got
+
+
+def test_excerpt_keeps_sentences_in_their_order_and_marks_gaps(builtin):
+    count = builtin.count_tokens
+    got = excerpt(CHUNK, "TableFormer decoder PubTabNet licence", 50, count)
+    kept = [s for s in ("TableFormer predicts", "Its decoder", "open licence") if s in got]
+    assert len(kept) == 3 and count(got) <= 50
+    assert sorted(kept, key=got.index) == sorted(kept, key=CHUNK.index)
+    assert "Early systems" not in got  # no query term, and far from the best sentence
+    gapped = excerpt(CHUNK, "ruling lines; code and weights", 40, count)
+    assert "ruling lines" in gapped and "code and weights" in gapped and " … " in gapped
+
+
+def test_short_chunks_are_sent_whole_and_unrelated_ones_from_their_start(builtin):
+    count = builtin.count_tokens
+    assert excerpt(CHUNK, "anything", 500, count) == CHUNK
+    got = excerpt(CHUNK, "zebrafish heart regeneration", 30, count)
+    assert got.startswith("Table recognition has a long history") and count(got) <= 30
+
+
+def test_a_chunk_without_sentence_ends_is_cut_to_the_budget(builtin):
+    count = builtin.count_tokens
+    table = " ".join(f"row{i} {i * 7} {i * 13} units" for i in range(80)) + " TEDS 93.6 overall"
+    got = excerpt(table, "What is the overall TEDS?", 32, count)
+    assert "TEDS 93.6 overall" in got and count(got) <= 32
+
+
+def test_chinese_excerpt_keeps_the_matching_sentence(builtin):
+    count = builtin.count_tokens
+    text = ("本期介绍几个开源项目。通义千问是阿里云推出的大语言模型系列，支持中文和英文。"
+            "另外，向量数据库也在快速发展。我们还整理了一些学习资料和社区活动的链接。")
+    got = excerpt(text, "通义千问是什么模型？", 40, count)
+    assert "通义千问是阿里云推出的大语言模型系列" in got and count(got) <= 40
+
+
+def test_sentences_already_sent_for_an_earlier_source_come_last(builtin):
+    count = builtin.count_tokens
+    sent: set[str] = set()
+    first = excerpt(CHUNK, "TableFormer cell bounding box", 30, count, sent)
+    second = excerpt(CHUNK, "TableFormer cell bounding box", 30, count, sent)
+    assert "TableFormer predicts" in first and "TableFormer predicts" not in second
+    assert second and count(second) <= 30
+
+
+def test_the_budget_follows_the_setting_and_the_provider(builtin, tmp_path):
+    ollama = type(builtin)(model=builtin.model, provider="ollama", model_name="llama3.2")
+
+    def budget(value, llm):
+        settings = load_settings(store=tmp_path, chat={"source_tokens": value}).chat
+        return ChatEngine(settings, None, None, None, 1, None).source_budget(llm)
+
+    assert budget("auto", builtin) == AUTO_SOURCE_TOKENS
+    assert budget("auto", ollama) is None  # large context: whole chunks
+    assert budget(0, builtin) is None and budget("0", builtin) is None
+    assert budget("90", ollama) == 90
+    with pytest.raises(ConfigError, match="source_tokens"):
+        load_settings(store=tmp_path, chat={"source_tokens": "lots"})
+    assert estimate_tokens("four byte word") == 4
+
+
+# ---- citations ---------------------------------------------------------------------------------------
+
+
+def test_attribution_counts_the_whole_chunk_not_only_the_excerpt(builtin):
+    """The reader of [n] sees the whole chunk highlighted, so a sentence it supports is cited even
+    when its words lie outside the excerpt the model read."""
+    src = source(1, CHUNK)
+    sent = excerpt(CHUNK, "How are cell bounding boxes predicted?", 40, builtin.count_tokens)
+    assert "open licence" not in sent
+    text, cited = cite("The authors release the code and weights under an open licence.", [src])
+    assert cited == [src] and text.endswith("[1]")
+
+
+def prompt_recorder(monkeypatch) -> list:
+    seen: list = []
+    real = chat_module.stream_text
+
+    def recording(llm, messages, timeout_s):
+        seen.append(messages)
+        return real(llm, messages, timeout_s)
+
+    monkeypatch.setattr(chat_module, "stream_text", recording)
+    return seen
+
+
+def source_blocks(user_message: str) -> list[str]:
+    body = user_message.split(SOURCES_BEGIN, 1)[1].split(SOURCES_END, 1)[0]
+    return [b.strip() for b in body.strip().split("\n\n")]
+
+
+def test_builtin_model_reads_excerpts_and_citations_mean_whole_chunks(engine, monkeypatch, builtin):
+    engine.ingestor.ingest(collect([PDFS / "mineru__demo3.pdf"]), "default")
+    seen = prompt_recorder(monkeypatch)
+    events = list(engine.chat.stream("What does TableFormer predict?"))
+    answer = events[-1].answer
+    assert answer.provider == "llamacpp" and not answer.error and len(answer.retrieved) == 4
+
+    messages = seen[-1]
+    assert messages[0].type == "system"  # the constant part first: llama.cpp keeps it cached
+    blocks = source_blocks(messages[-1].text)
+    assert len(blocks) == 4
+    for block, src in zip(blocks, answer.retrieved):
+        assert block.startswith(f"[{src.id}] ")
+        assert builtin.count_tokens(block.split(" ", 1)[1]) <= AUTO_SOURCE_TOKENS
+    assert any("tableform" in b.lower() and "predict" in b.lower() for b in blocks)
+    assert sum(builtin.count_tokens(s.text) for s in answer.retrieved) > 2 * sum(builtin.count_tokens(b) for b in blocks)
+
+    doc = engine.catalog.find("default", "mineru__demo3.pdf")
+    for src in answer.retrieved:  # what the panel and the viewer get: the whole chunk, where it lies
+        page_text = engine.catalog.page_text(doc.id, src.page)
+        assert page_text[src.start : src.end] == src.text
+        assert builtin.count_tokens(src.text) > AUTO_SOURCE_TOKENS or " ".join(src.text.split()) in messages[-1].text
+    assert answer.sources, answer.text
+    for src in answer.sources:
+        assert f"[{src.id}]" in answer.text and src in answer.retrieved
+
+
+def test_ollama_reads_whole_chunks(engine):
+    engine.ingestor.ingest(collect([PDFS / "mineru__demo3.pdf"]), "default")
+    with FakeOllama(models=["llama3.2"], reply="TableFormer predicts table structure [1].") as fake:
+        llm = LLMSettings(provider="ollama", ollama_url=fake.url, timeout_s=10, connect_timeout_s=1)
+        chat = ChatEngine(engine.settings.chat, engine.retriever, lambda o: resolve_llm(llm), engine.gate, 10,
+                          engine.has_documents)
+        answer = list(chat.stream("What does TableFormer predict?"))[-1].answer
+        user = fake.requests[-1][2]["messages"][-1]["content"]
+    assert answer.provider == "ollama" and answer.retrieved
+    for src in answer.retrieved:
+        assert " ".join(src.text.split()) in user
+
+
+# ---- the built-in model keeps the system prompt cached ----------------------------------------------
+
+
+def test_cached_prompt_prefix_does_not_change_greedy_answers(builtin):
+    """No llama.reset() between questions: the KV cache of the shared prefix is reused, and the
+    answer to a question is the same whether or not another one came in between."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from ragchat.llm import stream_text
+
+    def ask(q):
+        return "".join(stream_text(builtin, [SystemMessage("You answer in one short sentence."), HumanMessage(q)], 120))
+
+    first = ask("What is the capital of France?")
+    ask("Name a large river in Africa.")
+    llama, _ = _load_llama(builtin.model.model_path, builtin.model.n_ctx, builtin.model._threads())
+    assert llama.n_tokens > 0  # the previous prompt and answer are still cached
+    assert ask("What is the capital of France?") == first and first
+
+
+# ---- the web app starts the engine before its first update --------------------------------------------
+
+
+def test_pump_starts_the_stream_at_once_and_ticks_while_it_is_silent():
+    from ragchat.ui.callbacks import STOP_TICK_S, _Pump
+
+    started, release = threading.Event(), threading.Event()
+
+    def events():
+        started.set()
+        release.wait(30)  # like llama.cpp reading a long prompt
+        yield "token"
+
+    pump = iter(_Pump(events(), tick=0.05))
+    assert started.wait(30), "the engine must start before anyone reads the pump (the first update)"
+    assert next(pump) is None  # a short step while nothing arrives, so that "stop" can act
+    release.set()
+    assert [e for e in pump if e is not None] == ["token"]
+    assert STOP_TICK_S <= 0.5
+
+
+def test_a_model_that_cannot_load_is_an_answer_error_not_a_crash(tmp_path):
+    """Excerpts count tokens with the model's tokenizer, which loads the model before generation."""
+    from conftest import make_settings
+
+    from ragchat.engine import Engine
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    doc = tmp_path / "kelp.txt"
+    doc.write_text("Kelp forests grow in cold coastal water. Sea otters eat the urchins that graze on kelp.")
+    with Engine(make_settings(tmp_path / "store", llm={"gguf_path": str(bad)})) as eng:
+        eng.ingestor.ingest(collect([doc]), "default")
+        answer = list(eng.chat.stream("Where do kelp forests grow?"))[-1].answer
+    assert answer.retrieved and "cannot load the GGUF model" in (answer.error or "")
+    assert answer.text == answer.error and not answer.partial
