@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ttft.py                 # engine and web app, 10 questions, whole chunks vs excerpts
     .venv/bin/python bench/ttft.py --no-web --questions 20 --source-tokens auto
+    .venv/bin/python bench/ttft.py --questions 5 --source-tokens auto --profile /tmp/ttft-prof   # server profiles
 
 A temporary store gets two PDFs (the TableFormer and DPR papers) and the five Chinese newsletters,
 ingested with the configured embedder. Then, side by side, question after question:
@@ -17,8 +18,8 @@ ingested with the configured embedder. Then, side by side, question after questi
 
 The LLM is forced to the built-in SmolLM2-135M (llm.provider = "llamacpp"), top_k = 4, temperature 0.
 Each ``--source-tokens`` value (chat.source_tokens; default: "0", whole chunks, and "auto", excerpts)
-is timed on every question, in turn: the engine switches the setting between calls, and the web side
-has one server per value, each over its own copy of the store. "prompt tok" is the prompt the model
+is timed on every question, one value after the other: the engine switches the setting, and the web
+side has one server per value, each over its own copy of the store. "prompt tok" is the prompt the model
 reads, in its own tokens; "cached" is how many of them llama.cpp kept from the previous prompt of the
 engine's process (the system prompt comes first, so at least that). One warm-up question per server
 and one for the engine are not counted (they load the models; their times are printed as "cold").
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -153,14 +155,16 @@ def web_ttft(client, question: str) -> dict:
     return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000}
 
 
-def start_server(store: Path, backend: str | None, source_tokens: str) -> tuple[subprocess.Popen, str]:
+def start_server(store: Path, backend: str | None, source_tokens: str, profile: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`ragchat serve` over store in a child process; under pyinstrument (text report to profile) if given."""
     port = free_port()
     env = {**os.environ, "RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__TEMPERATURE": "0",
            "RAGCHAT_RETRIEVAL__TOP_K": "4", "RAGCHAT_CHAT__SOURCE_TOKENS": source_tokens}
     if backend:
         env["RAGCHAT_EMBEDDING__BACKEND"] = backend
     log = open(store.parent / f"server-{store.name}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "--store", str(store), "serve", "--port", str(port)],
+    wrap = ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile)] if profile else []
+    proc = subprocess.Popen([sys.executable, *wrap, "-m", "ragchat.cli", "--store", str(store), "serve", "--port", str(port)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
@@ -198,8 +202,12 @@ def main() -> None:
     ap.add_argument("--source-tokens", action="append", metavar="N|auto",
                     help='chat.source_tokens values to compare, repeatable (default: 0 and auto)')
     ap.add_argument("--no-web", action="store_true", help="time the engine only")
+    ap.add_argument("--profile", type=Path, metavar="DIR",
+                    help="run the web servers under pyinstrument; their reports go to DIR/web-<value>.txt")
     args = ap.parse_args()
     values = args.source_tokens or ["0", "auto"]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from ragchat.engine import Engine
@@ -235,26 +243,31 @@ def main() -> None:
                   f"whole call {(time.perf_counter() - t) * 1000:.0f} ms")
             if web:
                 for i, value in enumerate(values):
-                    server, url = start_server(Path(tmp) / f"web{i}", args.backend, value)
+                    profile = args.profile / f"web-{value}.txt" if args.profile else None
+                    server, url = start_server(Path(tmp) / f"web{i}", args.backend, value, profile)
                     servers.append(server)
                     clients.append(Client(url, verbose=False))
                     cold_w = web_ttft(clients[i], questions[0])
                     print(f"web cold (source_tokens={value}): first token {cold_w['ttft_ms'] or float('nan'):.0f} ms")
-            rows = []
-            for q in questions[1:]:
-                row = {"question": q, "runs": []}
-                for i, value in enumerate(values):
-                    eng.settings.chat.source_tokens = value
-                    e = engine_ttft(eng, q)
-                    e["prompt_tokens"], e["cached_tokens"] = prompt_tokens(eng, q, e.pop("before"))
-                    e["web_ttft_ms"] = web_ttft(clients[i], q)["ttft_ms"] if web else None
+            rows = [{"question": q, "runs": []} for q in questions[1:]]
+            # One value after the other, so that the engine's llama.cpp cache holds the previous question's
+            # prompt with the same setting, as the web server's does.
+            for i, value in enumerate(values):
+                eng.settings.chat.source_tokens = value
+                for row in rows:
+                    e = engine_ttft(eng, row["question"])
+                    e["prompt_tokens"], e["cached_tokens"] = prompt_tokens(eng, row["question"], e.pop("before"))
+                    e["web_ttft_ms"] = web_ttft(clients[i], row["question"])["ttft_ms"] if web else None
                     row["runs"].append(e)
-                rows.append(row)
         finally:
             eng.close()
             for server in servers:
-                server.terminate()
-                server.wait(10)
+                server.send_signal(signal.SIGINT)  # a clean stop, so that pyinstrument writes its report
+                try:
+                    server.wait(60)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait(10)
 
     fmt = lambda v: f"{v:,.0f}" if v is not None else "-"
     print(f"\nload average (1 min): {os.getloadavg()[0]:.2f}")
