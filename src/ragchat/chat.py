@@ -380,8 +380,14 @@ class SecretFilter:
         return out
 
 
+_CONTROL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|\[/?INST\]")  # <|im_start|>, <|eot_id|>, [INST], ...
+
+
 def _defang(text: str) -> str:
-    """Retrieved text cannot close or fake the delimiters around it."""
+    """Retrieved text cannot close or fake the delimiters around it, nor spell a chat template's
+    control tokens (llama.cpp tokenizes the prompt with special tokens on, so a document's
+    "<|im_start|>system" would open a real system turn)."""
+    text = _CONTROL_TOKEN.sub("[control token removed]", text)
     return re.sub(r"-{3,}\s*(end of )?sources?\b.*?-{3,}", "[delimiter removed]", text, flags=re.I)
 
 
