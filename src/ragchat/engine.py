@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ragchat import access
 from ragchat.chat import ChatEngine, ChatOptions
-from ragchat.config import Settings
+from ragchat.config import Settings, user_cache_dir
 from ragchat.embeddings import build_embedder
 from ragchat.errors import EmbeddingModelMismatch, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
@@ -79,7 +79,7 @@ class Engine:
     @cached_property
     def embedder(self):
         return build_embedder(self.settings.embedding, self.settings.llm.ollama_url, self.settings.llm.timeout_s,
-                              cache_dir=self.store / "cache")
+                              cache_dir=user_cache_dir())
 
     @cached_property
     def vectors(self) -> VectorIndex:
