@@ -207,7 +207,7 @@ class Ingestor:
             vecs = self.embedder.embed_documents(texts)
             metas = [{"doc_id": d, "source": s, "collection": col, "page": c.page if c.page is not None else -1}
                      for d, s, col, c in batch]
-            self.vectors.add([c.id for *_, c in batch], vecs, metas, texts)
+            self.vectors.add([c.id for *_, c in batch], vecs, metas)
             self.lexical.add((c.id, d, col, c.text) for d, _, col, c in batch)
             self.catalog.add_chunks((d, c) for d, _, _, c in batch)
             progress(i + len(batch))

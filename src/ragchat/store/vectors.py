@@ -3,7 +3,9 @@ langchain-chroma, with telemetry off and the embedding function always given exp
 
 Vectors are cosine-normalised. Writes take precomputed embeddings (the ingest pipeline embeds in
 its own batches so it can overlap parsing and embedding); queries take a query vector so that one
-embedding serves both search and relevance checks.
+embedding serves both search and relevance checks. Chroma keeps ids, vectors and metadata only: the
+chunk texts live in the catalog, which is what retrieval and chat read, so storing them here too
+would only slow Chroma's writes down.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class VectorIndex:
     def _collection(self):
         return self.store._collection  # langchain-chroma has no public add-with-vectors
 
-    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], metadatas: Sequence[dict], texts: Sequence[str]) -> None:
+    def add(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], metadatas: Sequence[dict]) -> None:
         if not ids:
             return
         with self._lock:
@@ -62,7 +64,6 @@ class VectorIndex:
                     ids=list(ids[i : i + 4000]),
                     embeddings=[list(v) for v in vectors[i : i + 4000]],
                     metadatas=list(metadatas[i : i + 4000]),
-                    documents=list(texts[i : i + 4000]),
                 )
 
     def delete(self, ids: Sequence[str]) -> None:
