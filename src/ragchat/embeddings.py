@@ -84,6 +84,10 @@ class _Embedder(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
 
+    def load(self) -> None:
+        """Load now what the first call would otherwise load (the tokenizer; a local model)."""
+        self.tokenizer
+
 
 class SentenceTransformerEmbedder(_Embedder):
     def __init__(self, settings: EmbeddingSettings, cache_dir: Path):
@@ -127,6 +131,10 @@ class SentenceTransformerEmbedder(_Embedder):
     @cached_property
     def tokenizer(self) -> WordPieceTokenizer:
         return WordPieceTokenizer(self.path / "tokenizer.json")
+
+    def load(self) -> None:
+        self.tokenizer
+        self.model
 
     @cached_property
     def max_tokens(self) -> int:

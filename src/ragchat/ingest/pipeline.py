@@ -2,7 +2,8 @@
 
 For each file: hash it; if the catalog already has this content under this source and model, report
 "unchanged" and touch nothing. Otherwise parse it in the isolated loader (the next file is parsed in
-the background while this one embeds), chunk it, mark the document "indexing" in the catalog
+the background while this one embeds; the first one while the embedding model, Chroma and the text
+analysers load), chunk it, mark the document "indexing" in the catalog
 (committed before any index is touched), swap its old chunks for the new ones in both indexes, and
 mark it "done". A crash leaves the document in "indexing"; `recover()` purges every chunk of such a
 document from both indexes and ingests it again from the stored original.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ragchat.access import owned_collection
+from ragchat.analysis import analyze
 from ragchat.errors import LoadError
 from ragchat.ingest.chunking import Chunk, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
@@ -157,7 +159,16 @@ class Ingestor:
         old = self.catalog.get(doc_id)
         if not force and old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
             return FileResult(f.source, "unchanged", chunks=old.chunks, doc_id=doc_id)
-        return _Parse(self.loader.submit(f.path, password), sha, size)
+        parse = _Parse(self.loader.submit(f.path, password), sha, size)
+        self._load_parts()  # the first time, about 3 s of it run while the worker parses this file
+        return parse
+
+    def _load_parts(self) -> None:
+        """Load the embedding model, open Chroma and load jieba's dictionary (both through
+        `analyze`), which the first file needs; quick once done."""
+        self.embedder.load()
+        self.vectors.open()
+        analyze("中文 text")
 
     def _ingest_one(self, f: SourceFile, collection: str, owner: str | None, parse, emit) -> FileResult:
         doc_id = doc_id_for(collection, f.source)

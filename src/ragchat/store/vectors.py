@@ -5,7 +5,10 @@ Vectors are cosine-normalised. Writes take precomputed embeddings (the ingest pi
 its own batches so it can overlap parsing and embedding); queries take a query vector so that one
 embedding serves both search and relevance checks. Chroma keeps ids, vectors and metadata only: the
 chunk texts live in the catalog, which is what retrieval and chat read, so storing them here too
-would only slow Chroma's writes down.
+would only double Chroma's write time.
+
+Chroma is opened on first use (or by `open()`), not in the constructor: importing it takes about a
+second, which the ingest pipeline spends while the first file is being parsed.
 """
 
 from __future__ import annotations
@@ -32,24 +35,40 @@ class DenseHit:
 
 class VectorIndex:
     def __init__(self, path: Path, embedder: Embeddings):
-        import chromadb
-        from chromadb.config import Settings as ChromaSettings
-        from langchain_chroma import Chroma
+        self.path = path
+        self.embedder = embedder
+        self._store = None
+        self._lock = threading.RLock()  # re-entrant: methods that hold it may open Chroma
 
-        logging.getLogger("chromadb.telemetry").setLevel(logging.CRITICAL)
-        try:
-            self.client = chromadb.PersistentClient(
-                path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            )
-            self.store = Chroma(
-                client=self.client,
-                collection_name=COLLECTION,
-                embedding_function=embedder,
-                collection_metadata={"hnsw:space": "cosine"},
-            )
-        except Exception as exc:
-            raise StoreError(f"cannot open the vector index at {path}: {exc}") from exc
-        self._lock = threading.Lock()
+    def open(self) -> None:
+        """Open Chroma now (every other method opens it when needed). Raises StoreError."""
+        with self._lock:
+            if self._store is not None:
+                return
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+            from langchain_chroma import Chroma
+
+            logging.getLogger("chromadb.telemetry").setLevel(logging.CRITICAL)
+            try:
+                self.client = chromadb.PersistentClient(
+                    path=str(self.path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+                )
+                self._store = Chroma(
+                    client=self.client,
+                    collection_name=COLLECTION,
+                    embedding_function=self.embedder,
+                    collection_metadata={"hnsw:space": "cosine"},
+                )
+            except Exception as exc:
+                raise StoreError(f"cannot open the vector index at {self.path}: {exc}") from exc
+
+    @property
+    def store(self):
+        """The langchain-chroma store."""
+        if self._store is None:
+            self.open()
+        return self._store
 
     @property
     def _collection(self):
@@ -108,7 +127,7 @@ class VectorIndex:
         """Drop every vector (for reindex with another model, whose dimension may differ)."""
         with self._lock:
             self.store.delete_collection()
-            self.store = type(self.store)(
+            self._store = type(self.store)(
                 client=self.client,
                 collection_name=COLLECTION,
                 embedding_function=self.store.embeddings,
