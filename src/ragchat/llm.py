@@ -182,10 +182,11 @@ class LlamaCppChatModel(BaseChatModel):
         llama, lock = _load_llama(self.model_path, self.n_ctx, self._threads())
         payload = [{"role": _role(m), "content": str(m.text)} for m in messages]
         with lock:
-            # No llama.reset(): generate() then keeps the KV cache of the longest prefix this prompt
-            # shares with the previous one (at least the system prompt, which comes first), and
-            # reads only the rest. Measured with llama-cpp-python 0.3.36 and this model: the logits
-            # are bit-identical to reading the whole prompt, so greedy answers do not change.
+            # Re-read the whole prompt: reusing a cached prefix evaluates the rest in other batch
+            # shapes, which shifts the logits enough to change greedy answers (the same question
+            # asked twice got two answers in tests/test_llm.py). It would save about 80 prompt
+            # tokens (the system prompt), about 0.3 s here.
+            llama.reset()
             stream = llama.create_chat_completion(
                 messages=payload,
                 stream=True,
