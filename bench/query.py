@@ -4,7 +4,7 @@
     .venv/bin/python bench/query.py --chunks 300000 --queries 300 --backend onnx-int8 --profile /tmp/query.html
 
 The path timed is the one chat uses, without the LLM: query embedding, dense search (Chroma HNSW),
-lexical search (Tantivy BM25), weighted RRF fusion, the "done documents only" filter and the
+lexical search (Tantivy BM25), fusion (convex by default), the "done documents only" filter and the
 catalog lookup of the top hits. A quarter of the queries also carry a collection filter.
 
 How the store is built (``--store``, default /tmp/ragchat-bench/query-<N>; an existing one is reused,
@@ -15,9 +15,9 @@ a smaller one built by this script is extended):
 - vectors: the real embedding of the topic passage (computed once with the configured embedder and
   cached in the store as bench_pool.npz) plus Gaussian noise, normalised (cosine to the passage about 0.9);
 - 25 chunks per document, documents spread over 3 collections, all "done";
-- written straight through the app's index classes in blocks of 10,000: VectorIndex.add (Chroma,
-  texts included, as the ingest pipeline does), LexicalIndex.add, and the catalog's documents and
-  chunks tables (bulk INSERT).
+- written straight through the app's index classes in blocks of 10,000: VectorIndex.add (Chroma:
+  ids, vectors and metadata, as the ingest pipeline does), LexicalIndex.add (Tantivy), and the
+  catalog's documents and chunks tables (bulk INSERT).
 
 Queries: the first Q distinct SciFact queries (real questions), with every tenth replaced by a
 Chinese phrase from the seeds. Five warm-up queries are not counted (the first one loads the HNSW
@@ -146,7 +146,7 @@ def build(engine, target: int) -> None:
         t0 = time.perf_counter()
         ids, texts, metas, vecs, docs, chunks = gen_block(block, passages, pool, pool_vecs, all_sents)
         t1 = time.perf_counter()
-        engine.vectors.add(ids, vecs.tolist(), metas, texts)
+        engine.vectors.add(ids, vecs.tolist(), metas)
         t2 = time.perf_counter()
         engine.lexical.add((c, m["doc_id"], m["collection"], t) for c, m, t in zip(ids, metas, texts))
         t3 = time.perf_counter()
