@@ -1,6 +1,9 @@
 """The ONNX embedding backend: exported into the store's cache (no hub), same vectors as torch."""
 
+from pathlib import Path
+
 import numpy as np
+import onnx as onnx_lib
 
 from ragchat.config import EmbeddingSettings
 from ragchat.embeddings import SentenceTransformerEmbedder
@@ -23,6 +26,10 @@ def test_onnx_matches_torch_and_is_cached(tmp_path, monkeypatch):
     assert cos.min() > 0.999, cos
     exported = list((tmp_path / "cache").rglob("*.onnx"))
     assert exported, "the model is exported into the store's cache"
+    (fused,) = [f for f in exported if f.name.endswith(".fused.onnx")]
+    assert Path(onnx.model.onnx_file) == fused, "the backend runs the fused graph"
+    ops = {n.op_type for n in onnx_lib.load(str(fused)).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops, ops  # fused by ONNX Runtime's transformer optimizer
     mtime = exported[0].stat().st_mtime
     again = SentenceTransformerEmbedder(EmbeddingSettings(backend="onnx"), tmp_path / "cache")
     assert np.allclose(again.embed_query(TEXTS[0]), onnx_vecs[0], atol=1e-5)
