@@ -23,7 +23,8 @@ LATEX = [
 CHAT_CONCURRENCY = 32  # chat generators that may run at once; the LLM itself is bounded by engine.gate
 
 
-def build_blocks(app: WebApp) -> gr.Blocks:
+def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
+    """warmup: a ``server.Warmup``; the sidebar says "Loading models…" until it is done."""
     settings = app.settings
     with gr.Blocks(title="ragchat", analytics_enabled=False, fill_width=True) as demo:
         state = gr.State(new_state())
@@ -34,6 +35,12 @@ def build_blocks(app: WebApp) -> gr.Blocks:
         with gr.Sidebar(open=True, width=270, elem_id="rc-sidebar"):
             gr.HTML('<div class="rc-brand"><span class="rc-logo">◆</span> ragchat</div>'
                     '<div class="rc-tagline">Chat with your documents, privately.</div>')
+            if warmup is not None:  # "Loading models…" until the background warm-up is done
+                loading = gr.HTML(lambda: _loading_html(warmup.state), elem_id="rc-loading")
+                loading_timer = gr.Timer(1.0)
+                loading_timer.tick(lambda: (_loading_html(warmup.state), gr.Timer(active=warmup.state == "loading")),
+                                   None, [loading, loading_timer], api_visibility="private", queue=False,
+                                   show_progress="hidden")
             new_btn = gr.Button("+  New chat", variant="primary", elem_id="rc-new-chat")
             conversations = gr.Radio(label="Conversations", choices=[], elem_id="rc-conversations", container=False)
             with gr.Accordion("Rename or delete", open=False, elem_id="rc-chat-tools"):
@@ -191,3 +198,12 @@ def build_blocks(app: WebApp) -> gr.Blocks:
         gr.api(app.conversation_list, api_name="list_conversations")
         gr.api(app.conversation_messages, api_name="conversation_messages")
     return demo
+
+
+def _loading_html(state: str) -> str:
+    if state == "loading":
+        return ('<div class="rc-badge rc-badge-off" title="You can add documents meanwhile; a question waits for them">'
+                'Loading models…</div>')
+    if state == "failed":
+        return '<div class="rc-badge rc-badge-off" title="See the app\'s log">Models failed to load</div>'
+    return ""

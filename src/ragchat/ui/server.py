@@ -23,7 +23,12 @@ Endpoints a Gradio client can call (``gradio_client.Client(url).predict(..., api
 ======================  ==========================================================================
 
 Plain HTTP routes: ``GET /ragchat/original/{doc_id}`` (the stored original, PDFs inline so the
-browser opens them at ``#page=N``) and ``GET /ragchat/health``.
+browser opens them at ``#page=N``), ``GET /ragchat/health`` and ``GET /ragchat/status``
+(``{"models": "loading" | "ready" | "failed"}``).
+
+Start-up: the page is served as soon as the web server runs. The embedding model, Chroma, the BM25
+index and jieba load afterwards in a background thread (``Warmup``), and the page says so meanwhile.
+The LLM loads on the first question.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ QUEUE_CONCURRENCY = 8  # default per event; chat events have their own, larger l
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def build_app(engine, *, workdir: Path | None = None):
-    """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine."""
+def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None):
+    """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine.
+    With a warmup, the page shows its progress."""
     import gradio as gr
 
     from ragchat.ui.callbacks import WebApp
@@ -56,7 +62,7 @@ def build_app(engine, *, workdir: Path | None = None):
 
     settings: Settings = engine.settings
     webapp = WebApp(engine, IngestJobs(engine, workdir))
-    blocks = build_blocks(webapp)
+    blocks = build_blocks(webapp, warmup)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
 
     app = FastAPI(title="ragchat", docs_url=None, redoc_url=None, openapi_url=None)
@@ -66,6 +72,10 @@ def build_app(engine, *, workdir: Path | None = None):
     @app.get("/ragchat/health")
     def health() -> JSONResponse:
         return JSONResponse({"ok": True})
+
+    @app.get("/ragchat/status")
+    def status() -> JSONResponse:
+        return JSONResponse({"models": warmup.state if warmup else "ready"})
 
     @app.get("/ragchat/original/{doc_id}")
     def original(doc_id: str, request: Request):
@@ -109,20 +119,37 @@ def can_read(request, info) -> bool:
     return access.can_read(info, getattr(request.state, "user", None))
 
 
-def warm_up(engine) -> None:
-    """Load the embedder and indexes in the background so that the first question is quick, and
-    finish any ingestion a crash interrupted."""
-    def run() -> None:
+class Warmup:
+    """Loads what the first question needs (the embedding model, Chroma, the BM25 index, jieba) in a
+    background thread, then finishes any ingestion a crash interrupted. ``state`` is "loading",
+    "ready" or "failed"; on failure the page still works and the error shows on first use."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.state = "loading"
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="ragchat-warmup", daemon=True).start()
+
+    def _run(self) -> None:
+        from ragchat.analysis import analyze
+
+        engine = self.engine
         try:
+            engine.embedder.load()
+            engine.vectors.open()
+            engine.lexical
+            analyze("中文 text")  # jieba's dictionary, for the first Chinese question
             engine.retriever
             engine.ingestor
+            self.state = "ready"
             if engine.catalog.unfinished():
                 results = engine.ingestor.recover()
                 log.warning("resumed %d interrupted file(s)", len(results))
-        except Exception:  # the page still works; errors show up on first use
+        except Exception:
             log.exception("warm-up failed")
-
-    threading.Thread(target=run, name="ragchat-warmup", daemon=True).start()
+            if self.state == "loading":
+                self.state = "failed"
 
 
 def serve(settings: Settings) -> None:
@@ -135,8 +162,9 @@ def serve(settings: Settings) -> None:
     try:
         # Refuse a non-loopback bind without login before anything is served.
         auth.require_auth_for_bind(settings.server.host, settings, auth.user_count(engine.catalog))
-        app, _ = build_app(engine)
-        warm_up(engine)
+        warmup = Warmup(engine)
+        app, _ = build_app(engine, warmup=warmup)
+        warmup.start()
         url = f"http://{settings.server.host}:{settings.server.port}"
         print(f"ragchat is running at {url}  (store: {settings.store}; Ctrl+C to stop)", flush=True)
         uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning",
