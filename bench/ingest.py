@@ -83,12 +83,6 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
         settings.embedding.backend = backend  # validated on assignment
     import_s = time.perf_counter() - t_import
 
-    profiler = None
-    if profile:
-        from pyinstrument import Profiler
-
-        profiler = Profiler(interval=0.005)
-        profiler.start()
     # The one-time ONNX export, before the clock, into the cache this tree's engine uses (the store's
     # or the user's, depending on the version), by the same call the engine would make.
     t_export = time.perf_counter()
@@ -100,6 +94,12 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
             ensure_onnx(emb.path, emb.cache_dir, quantized=settings.embedding.backend == "onnx-int8")
     export_s = time.perf_counter() - t_export
 
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005)
+        profiler.start()
     t0 = time.perf_counter()
     engine = Engine(settings)
     results = engine.ingestor.ingest(collect(paths), settings.collection)

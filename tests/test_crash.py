@@ -3,9 +3,9 @@
 A real subprocess (`python -m ragchat.cli --store S ingest DIR`) over a generated corpus of small
 English and Chinese text/Markdown files is killed with a real SIGKILL a few times, each time at a
 seeded random moment after some files were written (so mostly mid-embedding or mid-write, sometimes
-mid-recovery of the previous kill). Between two rounds a few already ingested files are changed, so
-the "update" path (old chunks swapped for new ones) is killed too. A last run without a kill must
-then leave a store where:
+mid-recovery of the previous kill), until three runs were really killed. Between two runs a few
+files are changed, so the "update" path (old chunks swapped for new ones) is killed too. A last run
+without a kill must then leave a store where:
 
 - the catalog, Chroma and BM25 hold exactly the same chunk ids;
 - every document is "done" with as many chunk rows as its `chunks` count, and its hash is the
@@ -54,7 +54,7 @@ def file_text(rng: random.Random, i: int, version: int = 0) -> str:
     if i % 4 == 0:
         body = "".join(rng.choice(ZH) for _ in range(rng.randint(2, 12)))
         return f"# 文档 {i}\n\n{body}\n\n{token(i, version)}\n"
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 160)))
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(60, 480)))
     return f"Note {i}: {token(i, version)}. {words}.\n"
 
 
@@ -133,24 +133,33 @@ def test_sigkill_during_ingest_loses_nothing(tmp_path):
     corpus, store = tmp_path / "corpus", tmp_path / "store"
     versions = make_corpus(corpus, rng)
 
-    killed = 0
-    for round_ in range(ROUNDS):
+    # Ingestion got fast enough that a run can finish before a timed kill lands, so runs go on
+    # until ROUNDS of them were really killed. Between runs a few files change, so every run has
+    # work, and later kills also hit the update path (and recovery of a file changed since).
+    killed = runs = 0
+    while killed < ROUNDS:
+        assert runs < 3 * ROUNDS, (f"only {killed} of {runs} runs could be killed before they finished: "
+                                   "the test is not testing anything")
+        runs += 1
         run = Run(store, corpus, tmp_path)
-        if round_ == 0:
-            # While it runs, a second process on the same store is refused and changes nothing.
+        if runs == 1:
+            # While it runs, a second process on the same store is refused and changes nothing. The
+            # first one is paused meanwhile (SIGSTOP), so that it cannot finish before the check.
             while run.written() < 1 and run.proc.poll() is None:
                 time.sleep(0.05)
-            second = subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(store), "docs"],
-                                    cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+            assert run.proc.poll() is None, "the first run finished before a second process could be tried"
+            os.kill(run.proc.pid, signal.SIGSTOP)
+            try:
+                second = subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(store), "docs"],
+                                        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120)
+            finally:
+                os.kill(run.proc.pid, signal.SIGCONT)
             assert second.returncode == 1 and "in use by another ragchat process" in second.stderr, second
-        killed += run.kill_after(files=rng.randint(1, 5), delay=rng.uniform(0.0, 1.5))
-        if round_ == 0:
-            # Change a few files already ingested, so that later kills also hit the update path.
-            for name in sorted(versions)[:3]:
-                i = int(name[5:7])
-                versions[name] += 1
-                (corpus / name).write_text(file_text(rng, i, versions[name]), encoding="utf-8")
-    assert killed >= ROUNDS - 1, "the runs finished before they could be killed: the test is not testing anything"
+        killed += run.kill_after(files=rng.randint(1, 4), delay=rng.uniform(0.0, 0.4))
+        for name in rng.sample(sorted(versions), 3):
+            i = int(name[5:7])
+            versions[name] += 1
+            (corpus / name).write_text(file_text(rng, i, versions[name]), encoding="utf-8")
 
     final = Run(store, corpus, tmp_path)
     assert final.finish() == 0, "\n".join(final.lines)
