@@ -21,7 +21,7 @@ Each ``--source-tokens`` value (chat.source_tokens; default: "0", whole chunks, 
 is timed on every question, one value after the other: the engine switches the setting, and the web
 side has one server per value, each over its own copy of the store. "prompt tok" is the prompt the model
 reads, in its own tokens; "cached" is how many of them llama.cpp kept from the previous prompt of the
-engine's process (the system prompt comes first, so at least that). One warm-up question per server
+engine's process and did not read again (the system prompt's prefix, see llm.keep_system_prefix). One warm-up question per server
 and one for the engine are not counted (they load the models; their times are printed as "cold").
 Every answer is read to its end before the next question, so nothing overlaps.
 Prints a table and one JSON line per value {"source_tokens","questions","engine_p50_ms","engine_max_ms",
@@ -126,7 +126,7 @@ def engine_ttft(engine, question: str) -> dict:
 def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
     """(tokens of the prompt the built-in model read for this question, how many of them were cached)."""
     from ragchat.chat import ChatOptions, _source
-    from ragchat.llm import _role
+    from ragchat.llm import _role, _system_prefix
 
     hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
     sources = [_source(i + 1, h) for i, h in enumerate(hits)]
@@ -134,8 +134,8 @@ def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
     msgs = engine.chat.prompt(question, [], sources, engine.settings.chat.system_prompt, passages)
     text = "".join(f"<|im_start|>{_role(m)}\n{m.text}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
     tokens = builtin_llama(engine).tokenize(text.encode(), add_bos=False, special=True)
-    cached = next((i for i, (a, b) in enumerate(zip(before, tokens)) if a != b), min(len(before), len(tokens)))
-    return len(tokens), cached
+    kept = _system_prefix(builtin_llama(engine), [{"role": _role(m), "content": m.text} for m in msgs])
+    return len(tokens), len(kept) if before[: len(kept)] == kept else 0
 
 
 def web_ttft(client, question: str) -> dict:

@@ -181,8 +181,8 @@ def test_ollama_reads_whole_chunks(engine):
 
 
 def test_greedy_answer_does_not_depend_on_the_previous_question(builtin):
-    """The answer to a question is the same whether or not another one came in between (a reused
-    KV-cache prefix would change it: LlamaCppChatModel re-reads the whole prompt)."""
+    """The answer to a question is the same whether or not another one came in between (reusing
+    whatever prefix the previous prompt shared would change it: see llm.keep_system_prefix)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     from ragchat.llm import stream_text
@@ -193,6 +193,33 @@ def test_greedy_answer_does_not_depend_on_the_previous_question(builtin):
     first = ask("What is the capital of France?")
     ask("Name a large river in Africa.")
     assert ask("What is the capital of France?") == first and first
+
+
+def test_the_system_prompt_is_read_once_then_kept_in_the_cache(builtin, monkeypatch):
+    """A cold prompt is read as [system prefix] then [the rest]; the next question with the same
+    system prompt reads only its rest, and gets the same answer as when cold."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from ragchat.llm import _load_llama, _system_prefix, stream_text
+
+    model = builtin.model
+    llama, _ = _load_llama(model.model_path, model.n_ctx, model._threads())
+    system = "You answer in one short sentence, in plain English, without lists."
+    messages = [SystemMessage(system), HumanMessage("What is the capital of France?")]
+    prefix = _system_prefix(llama, [{"role": "system", "content": system}, {"role": "user", "content": "?"}])
+    assert len(prefix) > 10
+
+    read: list[int] = []
+    real_eval = llama.eval
+    monkeypatch.setattr(llama, "eval", lambda tokens: (read.append(len(tokens)), real_eval(tokens))[1])
+    llama.reset()  # cold
+    cold = "".join(stream_text(builtin, messages, 120))
+    cold_reads, read[:] = read[:2], []
+    "".join(stream_text(builtin, [SystemMessage(system), HumanMessage("Name a large river in Africa.")], 120))
+    read.clear()
+    warm = "".join(stream_text(builtin, messages, 120))
+    assert cold_reads == [len(prefix), read[0]], (cold_reads, read[:2])
+    assert warm == cold and cold
 
 
 # ---- the web app starts the engine before its first update --------------------------------------------

@@ -20,6 +20,7 @@ ones are imported on first use. It knows nothing about prompts, retrieval or cit
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import os
 import queue
@@ -121,6 +122,55 @@ def _load_llama(path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.L
         return _LOADED[key]
 
 
+@functools.lru_cache(maxsize=4)
+def _formatter(template: str, eos: str, bos: str):
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+
+def _system_prefix(llama, payload: list[dict]) -> list[int]:
+    """The prompt's tokens up to the end of its system message, as llama-cpp-python will tokenize
+    the whole prompt from the model's own chat template; [] when there is no system message, the
+    model has no template of its own, or the prefix does not tokenize as a prefix of the prompt."""
+    if not payload or payload[0]["role"] != "system" or llama.chat_format != "chat_template.default":
+        return []
+    eos, bos = llama.token_eos(), llama.token_bos()  # as llama-cpp-python gives them to its template
+    text = llama._model.token_get_text
+    rendered = _formatter(llama.metadata["tokenizer.chat_template"], text(eos) if eos != -1 else "",
+                          text(bos) if bos != -1 else "")(messages=payload)
+    end = rendered.prompt.find(payload[0]["content"])
+    if end < 0:
+        return []
+    end += len(payload[0]["content"])
+
+    def tokens(text: str) -> list[int]:
+        return llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    prefix = tokens(rendered.prompt[:end])
+    return prefix if tokens(rendered.prompt)[: len(prefix)] == prefix else []
+
+
+def keep_system_prefix(llama, payload: list[dict]) -> None:
+    """Leave in llama.cpp's cache exactly the prompt's system prefix, evaluated on its own from
+    position 0, so that generation reads only the rest.
+
+    The system prompt (~80 tokens, ~0.3 s here) is the same for every question, so it is read once
+    and kept. llama-cpp-python would otherwise reuse the longest prefix shared with the previous
+    prompt, and evaluate the rest in batches that start wherever that prefix ends: other batch
+    shapes, other rounding, and a greedy answer that changed with what was asked before. Here the
+    prompt is always evaluated as [system prefix] then [the rest], cached or not, so the same prompt
+    gives the same answer whatever came before (tests/test_chat_sources.py)."""
+    prefix = _system_prefix(llama, payload)
+    n = len(prefix)
+    if n and llama.n_tokens >= n and llama.input_ids[:n].tolist() == prefix and llama._ctx.kv_cache_seq_rm(-1, n, -1):
+        llama.n_tokens = n  # drop the previous question and answer, keep the system prefix
+        return
+    llama.reset()
+    if n:
+        llama.eval(prefix)
+
+
 def _role(message: BaseMessage) -> str:
     return {"human": "user", "ai": "assistant", "system": "system"}.get(message.type, "user")
 
@@ -182,11 +232,7 @@ class LlamaCppChatModel(BaseChatModel):
         llama, lock = _load_llama(self.model_path, self.n_ctx, self._threads())
         payload = [{"role": _role(m), "content": str(m.text)} for m in messages]
         with lock:
-            # Re-read the whole prompt: reusing a cached prefix evaluates the rest in other batch
-            # shapes, which shifts the logits enough to change greedy answers (the same question
-            # asked twice got two answers in tests/test_llm.py). It would save about 80 prompt
-            # tokens (the system prompt), about 0.3 s here.
-            llama.reset()
+            keep_system_prefix(llama, payload)
             stream = llama.create_chat_completion(
                 messages=payload,
                 stream=True,
