@@ -25,7 +25,9 @@ engine's process and did not read again (the system prompt's prefix, see llm.kee
 and one for the engine are not counted (they load the models; their times are printed as "cold").
 Every answer is read to its end before the next question, so nothing overlaps.
 Prints a table and one JSON line per value {"source_tokens","questions","engine_p50_ms","engine_max_ms",
-"web_p50_ms","web_max_ms","web_overhead_p50_ms","prompt_tokens_p50","prompt_tokens_max"}.
+"web_p50_ms","web_max_ms","web_overhead_p50_ms","web_roundtrip_p50_ms","prompt_tokens_p50","prompt_tokens_max"}.
+"web_roundtrip_p50_ms" times the untimed ``/new_chat`` call before each question: one event through
+Gradio's queue and client that does next to nothing, the floor under any web overhead.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
 
 
 def web_ttft(client, question: str) -> dict:
+    t0 = time.perf_counter()
     client.predict(api_name="/new_chat")  # a fresh conversation: no history in the prompt, like the engine side
+    roundtrip = (time.perf_counter() - t0) * 1000  # an event that does next to nothing: Gradio's own floor
     t0 = time.perf_counter()
     job = client.submit(question, api_name="/ask")
     first = None
@@ -152,7 +156,8 @@ def web_ttft(client, question: str) -> dict:
             if text.rstrip().endswith("▍"):
                 first = time.perf_counter()
     job.result()
-    return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000}
+    return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000,
+            "roundtrip_ms": roundtrip}
 
 
 def start_server(store: Path, backend: str | None, source_tokens: str, profile: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -257,7 +262,8 @@ def main() -> None:
                 for row in rows:
                     e = engine_ttft(eng, row["question"])
                     e["prompt_tokens"], e["cached_tokens"] = prompt_tokens(eng, row["question"], e.pop("before"))
-                    e["web_ttft_ms"] = web_ttft(clients[i], row["question"])["ttft_ms"] if web else None
+                    w = web_ttft(clients[i], row["question"]) if web else {}
+                    e["web_ttft_ms"], e["roundtrip_ms"] = w.get("ttft_ms"), w.get("roundtrip_ms")
                     row["runs"].append(e)
         finally:
             eng.close()
@@ -285,6 +291,7 @@ def main() -> None:
         web_t = [r["web_ttft_ms"] for r in runs if r["web_ttft_ms"] is not None]
         both = [r["web_ttft_ms"] - r["ttft_ms"] for r in runs if r["ttft_ms"] is not None and r["web_ttft_ms"] is not None]
         counted = [r["prompt_tokens"] for r in runs if r["ttft_ms"] is not None]
+        trips = [r["roundtrip_ms"] for r in runs if r.get("roundtrip_ms") is not None]
         summary = {
             "source_tokens": value,
             "questions": len(eng_t),
@@ -293,6 +300,7 @@ def main() -> None:
             "web_p50_ms": round(p50(web_t), 1) if web_t else None,
             "web_max_ms": round(max(web_t), 1) if web_t else None,
             "web_overhead_p50_ms": round(p50(both), 1) if both else None,
+            "web_roundtrip_p50_ms": round(p50(trips), 1) if trips else None,
             "prompt_tokens_p50": p50(counted),
             "prompt_tokens_max": max(counted) if counted else None,
         }
