@@ -11,10 +11,10 @@ ingested with the configured embedder. Then, side by side, question after questi
   first "token" event, so it covers retrieval (query embedding, both indexes, fusion), the prompt
   and llama.cpp's prompt evaluation;
 - web: the same store copied (one process per store), served by ``ragchat serve`` in a child
-  process; ``gradio_client`` submits to ``/ask`` and the clock runs to the first streamed update
-  whose answer holds generated text (the "▍" cursor), so it adds Gradio's queue, the event stream,
-  the conversation bookkeeping and the client. Each question starts a new conversation (``/new_chat``,
-  not timed), so neither side has history in its prompt.
+  process; ``PageClient`` submits to ``/ask`` over HTTP as the page's JavaScript does, and the clock
+  runs to the first streamed update whose answer holds generated text (the "▍" cursor), so it adds
+  Gradio's queue, the event stream and the conversation bookkeeping. Each question starts a new
+  conversation (``/new_chat``, timed apart), so neither side has history in its prompt.
 
 The LLM is forced to the built-in SmolLM2-135M (llm.provider = "llamacpp"), top_k = 4, temperature 0.
 Each ``--source-tokens`` value (chat.source_tokens; default: "0", whole chunks, and "auto", excerpts)
@@ -26,8 +26,8 @@ and one for the engine are not counted (they load the models; their times are pr
 Every answer is read to its end before the next question, so nothing overlaps.
 Prints a table and one JSON line per value {"source_tokens","questions","engine_p50_ms","engine_max_ms",
 "web_p50_ms","web_max_ms","web_overhead_p50_ms","web_roundtrip_p50_ms","prompt_tokens_p50","prompt_tokens_max"}.
-"web_roundtrip_p50_ms" times the untimed ``/new_chat`` call before each question: one event through
-Gradio's queue and client that does next to nothing, the floor under any web overhead.
+"web_roundtrip_p50_ms" times the ``/new_chat`` call before each question: a whole event through
+Gradio's queue that only resets the conversation.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -140,22 +141,57 @@ def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
     return len(tokens), len(kept) if before[: len(kept)] == kept else 0
 
 
-def web_ttft(client, question: str) -> dict:
+class PageClient:
+    """Gradio's queue protocol over plain HTTP, as the page's own JavaScript client speaks it: POST
+    ``/gradio_api/queue/join``, then read ``/gradio_api/queue/data`` as server-sent events. One
+    session, like one browser tab. (``gradio_client`` was used before: on its own it takes about
+    85 ms to deliver the first update of an event that yields at once, see bench/gradio_floor.py,
+    against about 12 ms this way, so it measured itself more than the web app.)"""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=300)
+        config = self.http.get("/config").json()
+        self.prefix = config.get("api_prefix", "/gradio_api")
+        self.components = {c["id"]: c for c in config["components"]}
+        self.events = {d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
+        self.session = secrets.token_hex(8)
+
+    def stream(self, api_name: str, *values):
+        """Yield each server-sent message of one event; inputs not given take their values on the page."""
+        event = self.events[api_name]
+        data = [values[i] if i < len(values) else self._initial(cid) for i, cid in enumerate(event["inputs"])]
+        join = self.http.post(f"{self.prefix}/queue/join", json={
+            "data": data, "fn_index": event["id"], "session_hash": self.session, "event_data": None, "trigger_id": None})
+        join.raise_for_status()
+        with self.http.stream("GET", f"{self.prefix}/queue/data", params={"session_hash": self.session}) as sse:
+            for line in sse.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                yield message
+                if message.get("msg") == "process_completed":
+                    if not message.get("success", True):
+                        raise RuntimeError(f"{api_name} failed: {message}")
+                    return
+
+    def _initial(self, cid: int):
+        component = self.components[cid]
+        return None if component["type"] == "state" else component.get("props", {}).get("value")
+
+
+def web_ttft(page: PageClient, question: str) -> dict:
     t0 = time.perf_counter()
-    client.predict(api_name="/new_chat")  # a fresh conversation: no history in the prompt, like the engine side
-    roundtrip = (time.perf_counter() - t0) * 1000  # an event that does next to nothing: Gradio's own floor
+    for _ in page.stream("new_chat"):  # a fresh conversation: no history in the prompt, like the engine side
+        pass
+    roundtrip = (time.perf_counter() - t0) * 1000  # a whole event that only resets the conversation
     t0 = time.perf_counter()
-    job = client.submit(question, api_name="/ask")
     first = None
-    for out in job:
-        chatbot = out[1]
-        if first is None and isinstance(chatbot, list) and chatbot and chatbot[-1].get("role") == "assistant":
-            content = chatbot[-1].get("content")
-            text = content if isinstance(content, str) else "".join(
-                p.get("text", "") for p in (content or []) if isinstance(p, dict))
-            if text.rstrip().endswith("▍"):
-                first = time.perf_counter()
-    job.result()
+    for message in page.stream("ask", question):
+        # Streamed outputs come as diffs; the first one that carries generated text holds the cursor.
+        if first is None and message.get("msg") == "process_generating" and "▍" in json.dumps(message, ensure_ascii=False):
+            first = time.perf_counter()
     return {"ttft_ms": (first - t0) * 1000 if first else None, "total_ms": (time.perf_counter() - t0) * 1000,
             "roundtrip_ms": roundtrip}
 
@@ -220,11 +256,6 @@ def main() -> None:
 
     web = not args.no_web
     if web:
-        try:
-            from gradio_client import Client
-        except ImportError:
-            print("gradio_client is not installed: timing the engine only")
-            web = False
         if not (ROOT / "src" / "ragchat" / "ui" / "server.py").exists():
             web = False
 
@@ -251,7 +282,7 @@ def main() -> None:
                     profile = args.profile / f"web-{value}.txt" if args.profile else None
                     server, url = start_server(Path(tmp) / f"web{i}", args.backend, value, profile)
                     servers.append(server)
-                    clients.append(Client(url, verbose=False))
+                    clients.append(PageClient(url))
                     cold_w = web_ttft(clients[i], questions[0])
                     print(f"web cold (source_tokens={value}): first token {cold_w['ttft_ms'] or float('nan'):.0f} ms")
             rows = [{"question": q, "runs": []} for q in questions[1:]]
