@@ -155,7 +155,7 @@ def keep_system_prefix(llama, payload: list[dict]) -> None:
     """Leave in llama.cpp's cache exactly the prompt's system prefix, evaluated on its own from
     position 0, so that generation reads only the rest.
 
-    The system prompt (~80 tokens, ~0.3 s here) is the same for every question, so it is read once
+    The system prompt (64 tokens for the default one) is the same for every question, so it is read once
     and kept. llama-cpp-python would otherwise reuse the longest prefix shared with the previous
     prompt, and evaluate the rest in batches that start wherever that prefix ends: other batch
     shapes, other rounding, and a greedy answer that changed with what was asked before. Here the
