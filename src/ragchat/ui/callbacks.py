@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import gradio as gr
 
@@ -359,6 +359,7 @@ class WebApp:
         pump = _Pump(self.engine.chat.stream(question, history, filters, options))
         screen: list[dict] = []
         shown: list[dict] = []
+        frame = _Frame(state)
 
         def show(text: str) -> list[dict]:
             nonlocal shown
@@ -373,33 +374,28 @@ class WebApp:
             catalog.add_message(cid, "user", question)
             screen = self._screen(state, cid)
             index = len(screen)  # where the answer goes
-            conversations = gr.update(choices=self.conversation_choices(request), value=cid)
-            yield ("", show("*Searching your documents…*"), state, render.sources_html([], [], pending=True),
-                   conversations, gr.skip(), gr.skip())
-            # Updates below re-send the chatbot as shown rather than gr.skip() it: Gradio treats a skip as
-            # a property update and rebuilds the chatbot's config (~5 ms of CPU, on the cores llama.cpp is
-            # using), while an unchanged value costs ~0.1 ms and reaches the browser as an empty diff.
+            yield frame(show("*Searching your documents…*"), message="", sources=render.sources_html([], [], pending=True),
+                        conversations=gr.update(choices=self.conversation_choices(request), value=cid))
             for event in pump:
                 if event is None:  # nothing new yet: a short step, so that "stop" acts soon
-                    yield (gr.skip(), shown, state, gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                    yield frame(shown)
                     continue
                 if event.answer is not None:
                     answer = event.answer
                 if event.kind == "status":
                     status = f"*{event.text[:1].upper()}{event.text[1:]}…*"
                     if not parts and status != shown[-1]["content"]:
-                        yield (gr.skip(), show(status), state, gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                        yield frame(show(status))
                 elif event.kind == "sources":
                     retrieved = [s.as_dict() for s in answer.retrieved]
-                    yield (gr.skip(), shown, state, render.sources_html([], retrieved, pending=True), gr.skip(),
-                           render_badge(answer.provider, answer.model), notice_update(answer.notice))
+                    yield frame(shown, sources=render.sources_html([], retrieved, pending=True),
+                                badge=render_badge(answer.provider, answer.model), notice=notice_update(answer.notice))
                 elif event.kind == "token":
                     parts.append(event.text)
                     now = time.monotonic()
                     if now - last >= STREAM_INTERVAL_S:
                         last = now
-                        yield (gr.skip(), show(render.safe_markdown("".join(parts)) + " ▍"), state, gr.skip(),
-                               gr.skip(), gr.skip(), gr.skip())
+                        yield frame(show(render.safe_markdown("".join(parts)) + " ▍"))
                 elif event.kind == "done":
                     final = event.answer
                     cited = [s.as_dict() for s in final.sources]
@@ -411,10 +407,10 @@ class WebApp:
                     saved = True
                     state["answers"][index] = state["panel"] = {"cited": cited, "retrieved": retrieved}
                     content = render.answer_markdown(final.text, partial=final.partial, error=final.error)
-                    badge = render_badge(final.provider, final.model) if final.provider else gr.skip()
-                    yield (gr.skip(), show(content), state, render.sources_html(cited, retrieved),
-                           gr.update(choices=self.conversation_choices(request), value=cid), badge,
-                           notice_update(final.notice) if final.provider else gr.skip())
+                    changes = dict(badge=render_badge(final.provider, final.model),
+                                   notice=notice_update(final.notice)) if final.provider else {}
+                    yield frame(show(content), sources=render.sources_html(cited, retrieved),
+                                conversations=gr.update(choices=self.conversation_choices(request), value=cid), **changes)
         except Exception as exc:  # never leave the page hanging on an unexpected engine error
             log.exception("chat failed")
             text = "".join(parts).strip()
@@ -422,8 +418,7 @@ class WebApp:
             catalog.add_message(cid, "assistant", text or reason, sources=[],
                                 meta={"partial": bool(text), "error": reason})
             saved = True
-            yield (gr.skip(), show(render.answer_markdown(text or reason, partial=bool(text), error=reason)), state,
-                   gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            yield frame(show(render.answer_markdown(text or reason, partial=bool(text), error=reason)))
         finally:
             pump.stop()
             if not saved:  # stopped by the person: keep what was said, marked partial
@@ -467,6 +462,30 @@ class WebApp:
             return state, gr.skip(), gr.skip()
         state["panel"] = panel
         return state, render.sources_html(panel["cited"], panel["retrieved"]), render.viewer_placeholder()
+
+
+_UNSET = object()  # an output this answer has not set yet
+
+
+class _Frame:
+    """One update of the answer event: textbox, chatbot, state, sources, conversation list, badge, notice.
+
+    Gradio treats a ``gr.skip()`` output as a property update and builds that component again (about
+    0.8 ms each, on the cores llama.cpp is using, for every streamed update; bench/gradio_floor.py).
+    So an output this answer has already set is sent again as the same plain value, which costs next
+    to nothing and reaches the page as an empty diff; only outputs not set yet are skipped. The
+    textbox is never sent again, so that what the person types meanwhile stays."""
+
+    def __init__(self, state: dict):
+        self.state = state
+        self.sent: dict[str, Any] = {}
+
+    def __call__(self, chatbot: list[dict], message=_UNSET, **changes) -> tuple:
+        for name, value in changes.items():
+            self.sent[name] = value.get("value") if isinstance(value, dict) and "__type__" in value else value
+        out = {name: changes.get(name, self.sent.get(name, _UNSET)) for name in ("sources", "conversations", "badge", "notice")}
+        return (gr.skip() if message is _UNSET else message, chatbot, self.state,
+                *(gr.skip() if v is _UNSET else v for v in out.values()))
 
 
 _END = object()
