@@ -471,7 +471,7 @@ class _Frame:
     """One update of the answer event: textbox, chatbot, state, sources, conversation list, badge, notice.
 
     Gradio treats a ``gr.skip()`` output as a property update and builds that component again (about
-    0.8 ms each, on the cores llama.cpp is using, for every streamed update; bench/gradio_floor.py).
+    0.7 ms each, on the cores llama.cpp is using, for every streamed update; bench/gradio_floor.py).
     So an output this answer has already set is sent again as the same plain value, which costs next
     to nothing and reaches the page as an empty diff; only outputs not set yet are skipped. The
     textbox is never sent again, so that what the person types meanwhile stays."""
