@@ -243,6 +243,29 @@ def test_pump_starts_the_stream_at_once_and_ticks_while_it_is_silent():
     assert STOP_TICK_S <= 0.5
 
 
+def test_streamed_updates_send_set_outputs_again_instead_of_skipping_them():
+    """Gradio rebuilds every gr.skip() output on every update; outputs already set are sent again as
+    plain values (an empty diff for the page), and the textbox is only ever set once."""
+    import gradio as gr
+
+    from ragchat.ui.callbacks import _Frame
+
+    skip = gr.skip()
+    state = {"cid": "c1"}
+    frame = _Frame(state)
+    chat = [{"role": "assistant", "content": "…"}]
+    first = frame(chat, message="", sources="<p>pending</p>", conversations=gr.update(choices=[("A", "c1")], value="c1"))
+    assert first[0] == "" and first[1] is chat and first[2] is state
+    assert first[3] == "<p>pending</p>" and first[4]["choices"] == [("A", "c1")]  # the update itself, once
+    assert first[5] == skip and first[6] == skip  # badge and notice: not set by this answer yet
+
+    tick = frame(chat)
+    assert tick == (skip, chat, state, "<p>pending</p>", "c1", skip, skip)
+
+    frame(chat, badge="<b>model</b>", notice=gr.update(value="", visible=False))
+    assert frame(chat) == (skip, chat, state, "<p>pending</p>", "c1", "<b>model</b>", "")
+
+
 def test_a_model_that_cannot_load_is_an_answer_error_not_a_crash(tmp_path):
     """Excerpts count tokens with the model's tokenizer, which loads the model before generation."""
     from conftest import make_settings
