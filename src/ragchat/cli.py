@@ -54,12 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure-no-auth", action="store_true", default=None,
                    help="allow a non-loopback bind without login (trusted networks only)")
 
-    s = add("eval", help="measure retrieval on a BEIR-format data set")
+    s = add("eval", help="measure retrieval (or, with --answers, the answers) on a BEIR-format data set")
     s.add_argument("beir_dir", type=Path, metavar="BEIR_DIR")
     s.add_argument("--split", default="test")
     s.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default=None)
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--limit", type=int, help="only the first N queries (for quick checks)")
+    s.add_argument("--json", action="store_true", help="print one JSON line with every figure last")
+    s.add_argument("--limit", type=int,
+                   help="only N queries: the first N, or with --answers N drawn with a fixed seed (for quick checks)")
+    s.add_argument("--answers", action="store_true",
+                   help="ask every question through chat and score the replies (needs answers in the queries' metadata)")
+    s.add_argument("--details", type=Path, metavar="FILE", help="with --answers: write one JSON line per question here")
 
     s = add("users", help="manage logins for team mode")
     s.add_argument("action", choices=["add", "remove", "list", "passwd"])
@@ -197,6 +201,17 @@ def cmd_serve(settings: Settings, args) -> int:
 
 
 def cmd_eval(settings: Settings, args) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be at least 1")
+    if args.answers:
+        from ragchat.answer_eval import run_answer_eval
+
+        if args.mode:
+            settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"mode": args.mode})})
+        return run_answer_eval(settings, args.beir_dir, split=args.split, as_json=args.json, store=args.store,
+                               limit=args.limit, details=args.details)
+    if args.details:
+        raise ConfigError("--details goes with --answers")
     from ragchat.evaluate import run_eval
 
     return run_eval(settings, args.beir_dir, split=args.split, mode=args.mode, as_json=args.json,

@@ -1,0 +1,325 @@
+"""`ragchat eval DIR --answers`: how good the answers are, asked through the very chat code the web app uses.
+
+The BEIR folder's corpus is ingested as `ragchat eval` does (evaluate.py), then each question goes
+through ``engine.chat.stream`` (retrieval, prompt, LLM, citations) with no history. Questions are
+scored from their ``metadata`` in queries.jsonl:
+
+- ``answers``: a list of groups (each a list of alternatives, or one string); the reply is right
+  when every group appears in it, any one alternative, case-insensitive (RGB's rule);
+- ``reference``: right when the ROUGE-L recall of the reference in the reply is at least 0.5 and
+  the reply is not a refusal. Tokens: one per Chinese character, lowercased words otherwise;
+- ``answerable: false``: right when the reply is a refusal (``refusal.is_refusal``).
+
+Citation markers like [1] are taken out of the reply before it is scored. Citations are checked
+against qrels/<split>.tsv (a source's name is its corpus ``_id``): the share of cited sources that
+are the question's own passages, and the share of answers that cite at least one, over answerable
+questions with qrels. Latency: time to the sources, to the first token and to the whole answer,
+after one untimed warm-up question (the first one again) has loaded the models.
+
+It leaves out LLM-as-judge scoring, multi-turn questions and any tuning: it only measures.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ragchat.config import Settings
+from ragchat.errors import RagchatError
+from ragchat.evaluate import EVAL_COLLECTION, iter_corpus, load_qrels
+from ragchat.refusal import is_refusal
+
+ROUGE_THRESHOLD = 0.5
+SEED = 0
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
+_MARKER = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]")
+
+
+# ---- scoring: pure functions ----------------------------------------------------------------------
+
+
+def tokens(text: str) -> list[str]:
+    """One token per Chinese character, else lowercased runs of letters and digits."""
+    return _TOKEN.findall(text.lower())
+
+
+def rouge_l_recall(reference: str, reply: str) -> float:
+    """Share of the reference's tokens found, in order, in the reply (longest common subsequence)."""
+    ref, hyp = tokens(reference), tokens(reply)
+    if not ref or not hyp:
+        return 0.0
+    prev = [0] * (len(hyp) + 1)
+    for r in ref:
+        row = [0]
+        for j, h in enumerate(hyp):
+            row.append(prev[j] + 1 if r == h else max(prev[j + 1], row[j]))
+        prev = row
+    return prev[-1] / len(ref)
+
+
+def answer_groups(answers) -> list[list[str]]:
+    """metadata ``answers`` as groups of alternatives: "x" and ["x", "y"] inside the list both work."""
+    if isinstance(answers, str):
+        answers = [answers]
+    groups = [[g] if isinstance(g, str) else [str(a) for a in g] for g in answers or []]
+    return [[a for a in g if a.strip()] for g in groups if any(a.strip() for a in g)]
+
+
+def groups_found(groups: list[list[str]], reply: str) -> bool:
+    """Every group has at least one alternative in the reply, case-insensitive."""
+    folded = reply.casefold()
+    return bool(groups) and all(any(a.casefold() in folded for a in g) for g in groups)
+
+
+def strip_citations(text: str) -> str:
+    return _MARKER.sub("", text)
+
+
+# ---- the questions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Question:
+    id: str
+    text: str
+    answerable: bool
+    groups: list[list[str]] = field(default_factory=list)
+    reference: str = ""
+    gold: list[str] = field(default_factory=list)  # qrels passages with a positive score
+
+    @property
+    def kind(self) -> str:
+        if not self.answerable:
+            return "unanswerable"
+        return "answers" if self.groups else "reference"
+
+
+def load_questions(beir_dir: Path, split: str = "test") -> list[Question]:
+    """The scorable questions, in file order. Raises RagchatError (one line) for a folder that is not a QA set."""
+    qrels_path = beir_dir / "qrels" / f"{split}.tsv"
+    for p in (beir_dir / "corpus.jsonl", beir_dir / "queries.jsonl", qrels_path):
+        if not p.is_file():
+            raise RagchatError(f"{p} is missing: DIR must hold corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    qrels = load_qrels(qrels_path)
+    out = []
+    with open(beir_dir / "queries.jsonl", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+                qid, text, meta = str(q["_id"]), q["text"], q.get("metadata") or {}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RagchatError(f"{beir_dir / 'queries.jsonl'} line {n} is not a BEIR query ({exc})") from None
+            question = Question(qid, text, meta.get("answerable", True) is not False, answer_groups(meta.get("answers")),
+                                (meta.get("reference") or "").strip(),
+                                sorted(d for d, r in qrels.get(qid, {}).items() if r > 0))
+            if not question.answerable or question.groups or question.reference:
+                out.append(question)
+    if not out:
+        raise RagchatError(f"no question in {beir_dir / 'queries.jsonl'} has metadata answers, reference or answerable: "
+                           "false, so there is nothing to score (run `ragchat eval DIR` without --answers for retrieval)")
+    return out
+
+
+def sample(questions: list[Question], limit: int | None) -> list[Question]:
+    """``limit`` questions drawn with a fixed seed, kept in file order; all of them without a limit."""
+    if not limit or limit >= len(questions):
+        return questions
+    keep = set(random.Random(SEED).sample(range(len(questions)), limit))
+    return [q for i, q in enumerate(questions) if i in keep]
+
+
+# ---- one reply -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One question's outcome: a line of --details."""
+
+    id: str
+    question: str
+    kind: str
+    expected: object
+    reply: str
+    correct: bool
+    refused: bool
+    rouge_l_recall: float | None
+    cited: list[str]
+    gold: list[str]
+    retrieved: list[str]
+    error: str | None
+    sources_s: float | None
+    first_token_s: float | None
+    answer_s: float
+
+
+def score(q: Question, reply: str, cited: list[str], retrieved: list[str], error: str | None = None,
+          sources_s: float | None = None, first_token_s: float | None = None, answer_s: float = 0.0) -> Row:
+    text = strip_citations(reply)
+    refused = is_refusal(text)
+    rouge = round(rouge_l_recall(q.reference, text), 4) if q.kind == "reference" else None
+    if q.kind == "unanswerable":
+        correct, expected = refused, "a refusal"
+    elif q.kind == "answers":
+        correct, expected = groups_found(q.groups, text), q.groups
+    else:
+        correct, expected = rouge >= ROUGE_THRESHOLD and not refused, q.reference
+    return Row(q.id, q.text, q.kind, expected, reply, correct, refused, rouge, cited, q.gold, retrieved, error,
+               sources_s, first_token_s, answer_s)
+
+
+def ask(chat, q: Question, filters) -> tuple[Row, object]:
+    """Ask through the chat engine, timing the sources, the first token and the end."""
+    t0 = time.perf_counter()
+    sources_s = first_s = None
+    answer = None
+    for ev in chat.stream(q.text, filters=filters):
+        if ev.kind == "sources" and sources_s is None:
+            sources_s = time.perf_counter() - t0
+        elif ev.kind == "token" and first_s is None and ev.text.strip():
+            first_s = time.perf_counter() - t0
+        elif ev.kind == "done":
+            answer = ev.answer
+    total = time.perf_counter() - t0
+    row = score(q, answer.text, [s.source for s in answer.sources], [s.source for s in answer.retrieved], answer.error,
+                _r(sources_s, 4), _r(first_s, 4), round(total, 4))
+    return row, answer
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Linear interpolation between the closest ranks (numpy's default); None for no values."""
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def _share(hits: int, total: int) -> float | None:
+    return round(hits / total, 4) if total else None
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def summarise(rows: list[Row]) -> dict:
+    answerable = [r for r in rows if r.kind != "unanswerable"]
+    unanswerable = [r for r in rows if r.kind == "unanswerable"]
+    rouge = [r.rouge_l_recall for r in rows if r.rouge_l_recall is not None]
+    judged = [r for r in answerable if r.gold]  # citations can be checked only against qrels
+    gold_of = [(r, set(r.gold)) for r in judged]
+    cited = sum(len(r.cited) for r in judged)
+    out = {
+        "questions": len(rows), "answerable": len(answerable), "unanswerable": len(unanswerable),
+        "with_answers": sum(r.kind == "answers" for r in rows), "with_reference": len(rouge),
+        "accuracy": _share(sum(r.correct for r in answerable), len(answerable)),
+        "rouge_l_recall": round(statistics.fmean(rouge), 4) if rouge else None,
+        "refusal_accuracy": _share(sum(r.refused for r in unanswerable), len(unanswerable)),
+        "false_refusals": _share(sum(r.refused for r in answerable), len(answerable)),
+        "citation_precision": _share(sum(s in g for r, g in gold_of for s in r.cited), cited),
+        "gold_cited": _share(sum(bool(g & set(r.cited)) for r, g in gold_of), len(judged)),
+        "gold_retrieved": _share(sum(bool(g & set(r.retrieved)) for r, g in gold_of), len(judged)),
+        "cited_sources": cited, "with_qrels": len(judged),
+        "errors": sum(r.error is not None for r in rows),
+    }
+    for name in ("sources_s", "first_token_s", "answer_s"):
+        values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
+        out[f"{name}_p50"], out[f"{name}_p95"] = _r(percentile(values, 50)), _r(percentile(values, 95))
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    return "   n/a" if x is None else f"{x:6.3f}"
+
+
+def _secs(x: float | None) -> str:
+    return "   n/a" if x is None else f"{x:5.2f} s"
+
+
+def print_table(res: dict) -> None:
+    print(f"{res['set']} ({res['split']}): {res['questions']} questions ({res['answerable']} answerable, "
+          f"{res['unanswerable']} unanswerable) over {res['docs']} documents; {res['provider']} ({res['model']})")
+    lines = [
+        ("answer accuracy", res["accuracy"], f"of {res['answerable']} answerable ({res['with_answers']} by answers, "
+                                             f"{res['with_reference']} by reference)"),
+        ("ROUGE-L recall, mean", res["rouge_l_recall"], f"of {res['with_reference']} with a reference"),
+        ("refusal accuracy", res["refusal_accuracy"], f"of {res['unanswerable']} unanswerable"),
+        ("false refusals", res["false_refusals"], f"of {res['answerable']} answerable"),
+        ("citation precision", res["citation_precision"], f"of {res['cited_sources']} cited sources"),
+        ("a gold source cited", res["gold_cited"], f"of {res['with_qrels']} answerable with qrels"),
+        ("a gold source retrieved", res["gold_retrieved"], f"of {res['with_qrels']} answerable with qrels"),
+    ]
+    for name, value, note in lines:
+        print(f"  {name:<24}{_fmt(value)}   {note}")
+    for name, key in (("sources shown", "sources_s"), ("first token", "first_token_s"), ("whole answer", "answer_s")):
+        print(f"  {name:<24}p50 {_secs(res[key + '_p50'])}   p95 {_secs(res[key + '_p95'])}")
+    print(f"  ingest {res['ingest_s']:.1f} s; warm-up question {res['warmup_s']:.1f} s (not timed above); "
+          f"LLM errors {res['errors']}")
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+
+def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_json: bool = False,
+                    store: Path | None = None, limit: int | None = None, details: Path | None = None) -> int:
+    from ragchat.engine import Engine
+    from ragchat.retrieve import Filters
+
+    questions = sample(load_questions(beir_dir, split), limit)
+    filters = Filters(collections=[EVAL_COLLECTION])
+    rows: list[Row] = []
+    provider = model = ""
+    tmp = None
+    if store is None:
+        tmp = tempfile.TemporaryDirectory(prefix="ragchat-eval-")
+        settings = settings.model_copy(update={"store": Path(tmp.name), "catalog_url": ""})
+    out = open(details, "w", encoding="utf-8") if details else None
+    try:
+        with Engine(settings) as eng:
+            t0 = time.perf_counter()
+            eng.ingestor.ingest_texts(iter_corpus(beir_dir / "corpus.jsonl"), EVAL_COLLECTION)
+            ingest_s = time.perf_counter() - t0
+            docs = len(eng.catalog.documents(collections=[EVAL_COLLECTION], status="done"))
+            # Untimed and unscored: loads the embedder, jieba and the LLM, as a running web app has them.
+            warm = ask(eng.chat, questions[0], filters)[1]
+            if warm.error and not warm.provider:  # no LLM at all: every question would fail alike
+                raise RagchatError(warm.error)
+            warmup_s = time.perf_counter() - t0 - ingest_s
+            for i, q in enumerate(questions, 1):
+                row, answer = ask(eng.chat, q, filters)
+                provider, model = provider or answer.provider, model or answer.model
+                rows.append(row)
+                if out:
+                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+                    out.flush()
+                verdict = "right" if row.correct else "wrong"
+                print(f"[{i}/{len(questions)}] {q.id}: {verdict}{', refused' if row.refused else ''} "
+                      f"in {row.answer_s:.1f} s{' (error)' if row.error else ''}", file=sys.stderr, flush=True)
+    finally:
+        if out:
+            out.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+    result = {"set": beir_dir.resolve().name, "split": split, **summarise(rows), "provider": provider, "model": model,
+              "docs": docs, "ingest_s": round(ingest_s, 2), "warmup_s": round(warmup_s, 2), "limit": limit, "seed": SEED if limit else None}
+    print_table(result)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
