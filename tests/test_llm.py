@@ -1,7 +1,10 @@
-"""The LLM providers: the real bundled GGUF through llama.cpp, and Ollama through a fake server.
+"""The LLM providers: the real bundled GGUF through llama.cpp's server, OpenAI-compatible servers,
+and Ollama through a fake server.
 
-The built-in tests run real generation with SmolLM2-135M (a few seconds). The Ollama tests talk
-HTTP to ``ollama_fake.FakeOllama`` through the real ``ollama`` client and ``ChatOllama``.
+The built-in tests run real generation with SmolLM2-135M (a few seconds). The "openai" provider is
+tested against a real OpenAI-compatible server: llama.cpp's, the one that serves the built-in model.
+The Ollama tests talk HTTP to ``ollama_fake.FakeOllama`` through the real ``ollama`` client and
+``ChatOllama``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from ollama_fake import FakeOllama, hashed_embedding
 from ragchat.config import LLMSettings
 from ragchat.errors import BusyError, LLMError
 from ragchat.llm import (
-    LlamaCppChatModel,
     LLMGate,
     ResolvedLLM,
+    builtin_server,
     bundled_gguf_path,
     list_ollama_models,
     resolve_llm,
@@ -93,20 +96,31 @@ def test_builtin_context_overflow_is_explained():
         list(stream_text(llm, [HumanMessage("word " * 2000)], timeout_s=120))
 
 
-def test_closing_the_stream_early_stops_generation(builtin):
-    from ragchat.llm import _load_llama
+def _requests_processing(llm: ResolvedLLM) -> float:
+    """llama.cpp's own count of the requests it is generating for (its /metrics)."""
+    import httpx
 
+    server = builtin_server_of(llm)
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=5).text
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("llamacpp:requests_processing")))
+
+
+def builtin_server_of(llm: ResolvedLLM):
+    return llm.model.server()
+
+
+def test_closing_the_stream_early_stops_generation(builtin):
     # A long answer (~1000 tokens, many seconds) that the reader abandons after its first piece.
-    model = builtin.model.model_copy(update={"max_tokens": 1000})
+    model = builtin.model.model_copy(update={"settings": builtin.model.settings.model_copy(update={"max_answer_tokens": 1000})})
     long = ResolvedLLM(model=model, provider="llamacpp", model_name=builtin.model_name)
-    _, lock = _load_llama(model.model_path, model.n_ctx, model._threads())
     pieces = stream_text(long, [HumanMessage("Write a long story about a dragon who learns to cook.")], timeout_s=120)
     next(pieces)
+    assert _requests_processing(builtin) == 1
     pieces.close()  # the reader went away (a closed browser tab)
     deadline = time.monotonic() + 5
-    while lock.locked() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not lock.locked()
+    while _requests_processing(builtin) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _requests_processing(builtin) == 0
 
 
 def test_missing_gguf_file_says_what_to_set(tmp_path):
@@ -117,10 +131,60 @@ def test_missing_gguf_file_says_what_to_set(tmp_path):
 def test_the_loaded_model_is_shared():
     settings = LLMSettings(provider="llamacpp", max_answer_tokens=40, context_tokens=2048)
     a, b = resolve_llm(settings).model, resolve_llm(settings).model
-    assert isinstance(a, LlamaCppChatModel) and a is not b
-    from ragchat.llm import _load_llama
+    assert a is not b and a.server() is b.server()  # one llama.cpp server for both
 
-    assert _load_llama(a.model_path, a.n_ctx, a._threads())[0] is _load_llama(b.model_path, b.n_ctx, b._threads())[0]
+
+def test_a_corrupt_gguf_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 40)
+    llm = resolve_llm(LLMSettings(provider="llamacpp", gguf_path=str(bad)))
+    with pytest.raises(LLMError, match="cannot load the GGUF model .*broken.gguf.*complete GGUF"):
+        list(stream_text(llm, QUESTION, timeout_s=60))
+
+
+def test_the_builtin_server_wants_its_key(builtin):
+    import httpx
+
+    assert httpx.post(f"{builtin_server_of(builtin).url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 401
+
+
+# -- OpenAI-compatible servers (the real llama.cpp server of the built-in model) ----------------
+
+
+def openai_settings(urls, builtin, **kw) -> LLMSettings:
+    key = builtin_server_of(builtin).key
+    return LLMSettings(provider="openai", base_url=urls, model=builtin.model_name, api_key=key, max_answer_tokens=40,
+                       timeout_s=30, connect_timeout_s=1, **kw)
+
+
+def test_openai_provider_answers_through_a_real_server(builtin):
+    llm = resolve_llm(openai_settings(builtin_server_of(builtin).url + "/v1", builtin))
+    assert (llm.provider, llm.model_name) == ("openai", builtin.model_name)
+    assert "paris" in "".join(stream_text(llm, QUESTION, timeout_s=60)).lower()
+
+
+def test_openai_provider_skips_a_server_that_is_down_and_takes_turns(builtin):
+    down = closed_port_url() + "/v1"
+    llm = resolve_llm(openai_settings([down, builtin_server_of(builtin).url + "/v1"], builtin))
+    for _ in range(3):  # starts at each server in turn; the dead one always hands over
+        assert "paris" in "".join(stream_text(llm, QUESTION, timeout_s=60)).lower()
+    assert llm.model.turn[0] == 3
+
+
+def test_openai_provider_names_every_server_that_failed():
+    down = [closed_port_url() + "/v1", closed_port_url() + "/v1"]
+    llm = resolve_llm(LLMSettings(provider="openai", base_url=down, model="m", connect_timeout_s=1))
+    with pytest.raises(LLMError) as err:
+        list(stream_text(llm, QUESTION, timeout_s=30))
+    assert all(url in str(err.value) for url in down) and "llm.base_url" in str(err.value)
+
+
+def test_openai_provider_explains_a_wrong_key_and_missing_settings(builtin):
+    llm = resolve_llm(LLMSettings(provider="openai", base_url=builtin_server_of(builtin).url + "/v1", model="m", api_key="wrong"))
+    with pytest.raises(LLMError, match="refused the API key .*llm.api_key"):
+        list(stream_text(llm, QUESTION, timeout_s=30))
+    with pytest.raises(LLMError, match="llm.base_url .* and llm.model"):
+        resolve_llm(LLMSettings(provider="openai"))
 
 
 # -- choosing a provider ---------------------------------------------------------------------

