@@ -1,17 +1,15 @@
-"""Shared test helpers: where the shared data lives."""
+"""Shared test helpers: the fixture files (tests/fixtures, see its README for sources and licences)
+and the web app launched for real. The tests read nothing outside the repository."""
 
 from pathlib import Path
 
-# The repository is /work/main and the shared data /work/shared, so two levels up from tests/.
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+import pytest
 
+from ragchat.config import load_settings
 
-import pytest  # noqa: E402
-
-from ragchat.config import load_settings  # noqa: E402
-
-PDFS = SHARED / "data" / "pdfs"
-SEEDS = SHARED / "samples" / "seeds"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PDFS = FIXTURES / "pdfs"
+ZH_TEXT = FIXTURES / "text" / "zh_llm_weekly.txt"  # a Chinese newsletter about open LLMs
 
 
 def make_settings(store: Path, **overrides):

@@ -14,13 +14,12 @@ import time
 import pytest
 
 import hostile
-from conftest import SHARED
+from conftest import PDFS
 from ragchat.config import IngestSettings
 from ragchat.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import Page
 
-PDFS = SHARED / "data" / "pdfs"
 LIMITS = IngestSettings(parse_timeout_s=5, parse_memory_mb=512, max_file_mb=50)
 MARGIN_S = 3  # killing and reporting takes a moment past the time limit
 
@@ -53,8 +52,8 @@ def failure(loader, path, password=None) -> tuple[LoadError, float]:
 
 
 def test_shared_pdfs_load_through_the_worker(loader):
-    doc = loader.load(PDFS / "mineru__demo1.pdf")
-    assert [p.number for p in doc.pages] == list(range(1, 14))
+    doc = loader.load(PDFS / "mineru__demo3.pdf")
+    assert [p.number for p in doc.pages] == list(range(1, 11))
     assert loader.load(PDFS / "unstructured__password.pdf", "password").pages[0].text == "File with password"
     assert loader.load(PDFS / "unstructured__copy-protected.pdf").kind == "pdf"
 

@@ -9,12 +9,10 @@ import re
 import pytest
 
 import hostile
-from conftest import SHARED
+from conftest import PDFS, ZH_TEXT
 from ragchat.errors import LoadError
 from ragchat.ingest.loaders import LoadedDocument, Page, decode_text, detect_kind, load
 
-PDFS = SHARED / "data" / "pdfs"
-SEEDS = SHARED / "samples" / "seeds"
 MANIFEST = list(csv.DictReader((PDFS / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
 CJK = re.compile(r"[\u4e00-\u9fff]")
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
@@ -28,7 +26,7 @@ TRADITIONAL = (
 
 
 def seed_text() -> str:
-    return sorted(SEEDS.glob("*.txt"))[0].read_text(encoding="utf-8")
+    return ZH_TEXT.read_text(encoding="utf-8")
 
 
 def write(tmp_path, name: str, data: bytes):
@@ -92,24 +90,24 @@ def test_corrupt_pdf_says_corrupt():
 
 
 def test_truncated_pdf_is_corrupt(tmp_path):
-    data = (PDFS / "mineru__demo1.pdf").read_bytes()
+    data = (PDFS / "mineru__demo3.pdf").read_bytes()
     expect_error(write(tmp_path, "cut.pdf", data[:2000]), "corrupt")
 
 
 def test_pdf_cut_in_half_keeps_what_can_be_read(tmp_path):
-    data = (PDFS / "mineru__demo1.pdf").read_bytes()
+    data = (PDFS / "mineru__demo3.pdf").read_bytes()
     try:
         doc = load(write(tmp_path, "half.pdf", data[: len(data) // 2]))
     except LoadError as error:
         assert error.reason in ("corrupt", "scanned")
     else:
-        assert 0 < len(doc.pages) <= 13
+        assert 0 < len(doc.pages) <= 10
 
 
 def test_max_pages_stops_early_and_says_so():
-    doc = load(PDFS / "mineru__demo1.pdf", max_pages=2)
+    doc = load(PDFS / "mineru__demo3.pdf", max_pages=2)
     assert [p.number for p in doc.pages] == [1, 2]
-    assert any("first 2 of 13 pages" in w for w in doc.warnings)
+    assert any("first 2 of 10 pages" in w for w in doc.warnings)
 
 
 def _pdf_with_lines(*lines: str) -> bytes:

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import PDFS, SEEDS
+from conftest import PDFS, ZH_TEXT
 from ragchat.ui import render
 
 DEMO = PDFS / "mineru__demo3.pdf"
-SEED = SEEDS / "000_8aa143c0cef96e7e.txt"
+SEED = ZH_TEXT
 QUESTION = "What does TableFormer predict?"
 CITE = re.compile(r"\[(\d+)\]")
 
