@@ -1,29 +1,29 @@
-# Two commands do all the set-up on a fresh machine with Python 3.11:
+# Two commands do all the set-up on a fresh machine with Python 3.11 (Debian or Ubuntu installs its
+# system packages itself; elsewhere the set-up says what to install):
 #   make run    create .venv, install, start the web app on http://127.0.0.1:7860
 #   make test   create .venv, install (with test tools and headless Chromium), run every test
+# Nothing is compiled: every package with native code comes as a wheel (scripts/install.sh).
 PYTHON ?= python3.11
 VENV   := .venv
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt scripts/install.sh | cksum | cut -d' ' -f1)
+RUN_PACKAGES  := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
+TEST_PACKAGES := chromium chromium-driver
 
-.PHONY: run test install browser
+.PHONY: run test install system
 
-run: $(STAMP)
+run: $(STAMP) system
 	$(VENV)/bin/python app.py
 
-test: $(STAMP) browser
+test: $(STAMP) system
+	@scripts/system-packages.sh $(TEST_PACKAGES)
 	$(VENV)/bin/python -m pytest
 
-install: $(STAMP)
+install: $(STAMP) system
 
-$(STAMP): pyproject.toml
-	command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
-	[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*
-	touch $@
+system:
+	@scripts/system-packages.sh $(RUN_PACKAGES)
 
-# Browser tests drive Debian's Chromium (a test tool's own browser download fails offline).
-browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+$(STAMP): pyproject.toml requirements-models.txt scripts/install.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
+	@rm -f $(VENV)/.installed-*
+	@touch $@

@@ -24,7 +24,6 @@ from ragchat.llm import (
     LLMGate,
     ResolvedLLM,
     builtin_server,
-    bundled_gguf_path,
     list_ollama_models,
     resolve_llm,
     stream_text,
@@ -66,7 +65,10 @@ def builtin():
 
 
 def test_bundled_gguf_is_shipped():
-    path = bundled_gguf_path()
+    from ragchat.config import user_cache_dir
+    from ragchat.models import model_path
+
+    path = model_path("smollm2-135m", user_cache_dir())
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
 
 

