@@ -67,6 +67,7 @@ class Answer:
     partial: bool = False
     error: str | None = None
     notice: str | None = None
+    busy: bool = False  # the error is "too many questions waiting", not a failing model
 
 
 @dataclass
@@ -142,7 +143,7 @@ class ChatEngine:
                     parts.append(rest)
                     yield ChatEvent("token", rest)
         except (LLMError, BusyError) as exc:
-            answer.error = str(exc)
+            answer.error, answer.busy = str(exc), isinstance(exc, BusyError)
             parts.append(guard.flush())
             answer.partial = bool("".join(parts).strip())
         except GeneratorExit:  # the person pressed stop: keep what was said, marked partial
@@ -346,6 +347,99 @@ def sanitize_markdown(text: str) -> str:
         pos = m.end()
     out.append(_sanitize_plain(text[pos:]))
     return "".join(out)
+
+
+class MarkdownStream:
+    """Answer text that is sent on in pieces (the HTTP API's streams), made safe as it goes.
+
+    ``sanitize_markdown`` needs a whole construct to see it: ``![x](https://...)`` only once its
+    ``)`` has arrived. So text is held back while a construct may be open: from ``[`` (or ``![``)
+    to the character after its ``]``, from ``](`` to its ``)``, from ``<`` to ``>`` or a space,
+    and a reference definition (a line ``[x]: URL``) to the end of its line. Everything before
+    is released and sanitized without code-span protection (safe either way: a URL inside code
+    is only shown as code). Nothing is held longer than ``hold_max`` characters. The whole
+    answer, as stored, goes through ``sanitize_markdown`` as usual.
+    """
+
+    def __init__(self, hold_max: int = 2048):
+        self.hold_max = hold_max
+        self._raw = ""
+        self._sent = 0  # released up to here
+        self._pos = 0  # scanned up to here
+        self._safe = 0  # nothing is open before here
+        self._state: str | None = None  # None | bang | bracket | bracket-end | paren | angle | refdef
+        self._opened = 0  # where the open construct began
+        self._refdef = False  # the open bracket began its line
+
+    def feed(self, piece: str) -> str:
+        self._raw += piece
+        while self._pos < len(self._raw):
+            i, c = self._pos, self._raw[self._pos]
+            self._pos += 1
+            self._step(i, c)
+        if self._state is not None and len(self._raw) - self._opened > self.hold_max:
+            self._state = None  # a construct that never ends: release it (sanitized) rather than stall
+            self._safe = len(self._raw)
+        return self._release(self._safe)
+
+    def flush(self) -> str:
+        """The rest, at the end of the answer."""
+        self._state = None
+        return self._release(len(self._raw))
+
+    def _step(self, i: int, c: str) -> None:
+        state = self._state
+        if state == "bang":
+            if c == "[":
+                self._state, self._refdef = "bracket", False
+                return
+            self._state = None  # a plain "!": read c afresh below
+        elif state == "bracket":
+            if c == "]":
+                self._state = "bracket-end"
+            elif c == "\n":
+                self._close()
+            return
+        elif state == "bracket-end":
+            if c == "(":
+                self._state = "paren"
+                return
+            if c == ":" and self._refdef:
+                self._state = "refdef"
+                return
+            if c == "[":  # [text][ref]
+                self._state, self._refdef = "bracket", False
+                return
+            self._state = None
+            self._safe = i  # the construct ended before c
+        elif state == "paren":
+            if c == ")":
+                self._close()
+            return
+        elif state == "angle":
+            if c == ">" or c.isspace():
+                self._close()
+            return
+        elif state == "refdef":
+            if c == "\n":
+                self._close()
+            return
+        if c in "![]<":
+            line = self._raw[self._raw.rfind("\n", 0, i) + 1 : i]
+            self._state = {"!": "bang", "[": "bracket", "]": "bracket-end", "<": "angle"}[c]
+            self._opened = i
+            self._refdef = c == "[" and len(line) <= 3 and not line.strip(" \t")
+        else:
+            self._safe = self._pos
+
+    def _close(self) -> None:
+        self._state = None
+        self._safe = self._pos
+
+    def _release(self, end: int) -> str:
+        out = self._raw[self._sent : end]
+        self._sent = max(self._sent, end)
+        return _sanitize_plain(out) if out else ""
 
 
 class SecretFilter:

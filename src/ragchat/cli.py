@@ -65,11 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="ask every question through chat and score the replies (needs answers in the queries' metadata)")
     s.add_argument("--details", type=Path, metavar="FILE", help="with --answers: write one JSON line per question here")
 
-    s = add("users", help="manage logins for team mode")
-    s.add_argument("action", choices=["add", "remove", "list", "passwd"])
-    s.add_argument("name", nargs="?")
-    s.add_argument("--admin", action="store_true")
-    s.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
+    from ragchat.auth.commands import add_users_parser
+
+    add_users_parser(sub, common)  # users add|remove|list|passwd, users key create|list|revoke
     return p
 
 

@@ -1,4 +1,4 @@
-"""The catalog: documents, pages, chunks, store facts, conversations and users, in SQL.
+"""The catalog: documents, pages, chunks, store facts, conversations, users and API keys, in SQL.
 
 SQLAlchemy 2 over SQLite inside the store by default; any SQLAlchemy URL (Postgres) works. The
 catalog is the source of truth: the vector and lexical indexes can be rebuilt from its chunk rows,
@@ -124,6 +124,19 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class ApiKey(Base):
+    """A user's key for the HTTP API: only a SHA-256 of the secret is kept (ragchat.auth.keys)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public, part of the key
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 @dataclass(frozen=True)
 class DocInfo:
     id: str
@@ -147,6 +160,12 @@ class DocInfo:
         d["created_at"] = self.created_at.isoformat()
         d["updated_at"] = self.updated_at.isoformat()
         return d
+
+    def summary(self) -> dict:
+        """What people and API clients see of a document (no hashes, no store paths)."""
+        return {"id": self.id, "name": self.source, "collection": self.collection, "pages": self.pages,
+                "chunks": self.chunks, "size": self.size, "added": self.created_at.isoformat(), "status": self.status,
+                "error": self.error}
 
 
 def _info(d: Document) -> DocInfo:

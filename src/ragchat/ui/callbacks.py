@@ -111,11 +111,7 @@ class WebApp:
 
     def list_documents(self, request: gr.Request | None = None) -> list[dict]:
         """The library as JSON: one dict per document."""
-        return [
-            {"id": d.id, "name": d.source, "collection": d.collection, "pages": d.pages, "chunks": d.chunks,
-             "size": d.size, "added": d.created_at.isoformat(), "status": d.status, "error": d.error}
-            for d in self.visible(request)
-        ]
+        return [d.summary() for d in self.visible(request)]
 
     def upload(self, files, collection: str | None, request: gr.Request):
         """Start ingesting uploaded files in the background; the chat stays usable."""
@@ -162,16 +158,12 @@ class WebApp:
         if not docs:
             gr.Info("Choose one or more documents first (click a row or use the list).")
             return (self.progress_panel(request), *self.library_view(request, selected), gr.update())
-        if self.jobs.active():
-            self.jobs.submit_remove(session_key(request), docs)
+        removed, failed, queued = self.jobs.remove_now_or_later(session_key(request), docs)
+        if queued is not None:
             gr.Info(f"Removing {len(docs)} document(s) after the upload that is running.")
             return (self.progress_panel(request), *self.library_view(request, []), gr.Timer(active=True))
-        removed = 0
-        for d in docs:
-            try:
-                removed += bool(self.engine.ingestor.remove(d.id))
-            except RagchatError as exc:
-                gr.Warning(f"{d.source}: {exc}")
+        for d, reason in failed:
+            gr.Warning(f"{d.source}: {reason}")
         gr.Info(f"Removed {removed} document(s).")
         return (self.progress_panel(request), *self.library_view(request, []), gr.update())
 

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ragchat.access import owned_collection
 from ragchat.errors import RagchatError
-from ragchat.ingest.pipeline import FileEvent, SourceFile, safe_name
+from ragchat.ingest.pipeline import FileEvent, SourceFile, doc_id_for, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class FileStatus:
     message: str = ""
     job: str = ""
     updated: float = field(default_factory=time.time)
+    doc_id: str = ""  # the document this row becomes (known before ingestion starts), "" when unknown
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +85,21 @@ class IngestJobs:
         with self._lock:
             self._jobs[key] = [j for j in self._jobs.get(key, []) if not j.finished]
 
+    def job(self, key: str, job_id: str) -> Job | None:
+        """One of this key's jobs by id (None for another key's: ids are not secrets)."""
+        with self._lock:
+            return next((j for j in self._jobs.get(key, []) if j.id == job_id), None)
+
+    def job_rows(self, job: Job) -> list[dict]:
+        with self._lock:
+            return [r.as_dict() for r in job.rows]
+
+    def row_for_document(self, key: str, doc_id: str) -> dict | None:
+        """The newest progress row of this key's work on a document, or None."""
+        with self._lock:
+            rows = [r for job in self._jobs.get(key, []) for r in job.rows if doc_id and r.doc_id == doc_id]
+            return max(rows, key=lambda r: r.updated).as_dict() if rows else None
+
     # ---- work ------------------------------------------------------------------------------
 
     def submit_upload(self, key: str, uploads: Sequence[str | Path], collection: str, owner: str | None = None,
@@ -92,17 +109,23 @@ class IngestJobs:
         files: list[SourceFile] = []
         rows: list[FileStatus] = []
         taken: set[str] = set()
+        try:
+            target = owned_collection(collection, owner)[0]
+        except RagchatError:
+            target = None  # the ingestor says why, on every file
         for up in uploads:
             src = Path(up)
             name = _distinct(safe_name(src.name), taken)
             dest = folder / name
+            doc_id = doc_id_for(target, name) if target else ""
             try:
                 shutil.copyfile(src, dest)
             except OSError as exc:
-                rows.append(FileStatus(name, "failed", message=f"failed: cannot read the upload: {exc.strerror or exc}"))
+                rows.append(FileStatus(name, "failed", message=f"failed: cannot read the upload: {exc.strerror or exc}",
+                                       doc_id=doc_id))
                 continue
             files.append(SourceFile(dest, name))
-            rows.append(FileStatus(name))
+            rows.append(FileStatus(name, doc_id=doc_id))
 
         def work(job: Job) -> None:
             try:
@@ -116,7 +139,7 @@ class IngestJobs:
 
     def submit_remove(self, key: str, docs: Sequence) -> Job:
         """Remove documents (DocInfo) in the background, after any ingestion that is running."""
-        rows = [FileStatus(d.source, "queued", message="removing") for d in docs]
+        rows = [FileStatus(d.source, "queued", message="removing", doc_id=d.id) for d in docs]
 
         def work(job: Job) -> None:
             for d, row in zip(docs, job.rows):
@@ -129,10 +152,24 @@ class IngestJobs:
 
         return self._submit(key, "remove", rows, work)
 
+    def remove_now_or_later(self, key: str, docs: Sequence) -> tuple[int, list[tuple[object, str]], Job | None]:
+        """Remove documents at once when no ingestion runs, else queue them after it (a removal
+        must not race the ingestion that may be writing the same document).
+        Returns (removed now, [(doc, reason it failed)], the queued job or None)."""
+        if self.active():
+            return 0, [], self.submit_remove(key, docs)
+        removed, failed = 0, []
+        for d in docs:
+            try:
+                removed += bool(self.engine.ingestor.remove(d.id))
+            except RagchatError as exc:
+                failed.append((d, str(exc)))
+        return removed, failed, None
+
     def submit_reindex(self, key: str, docs: Sequence) -> Job:
         """Parse and index chosen documents again from their stored originals (DocInfo list). If
         the new parse fails, the indexed version stays searchable."""
-        rows = [FileStatus(d.source) for d in docs]
+        rows = [FileStatus(d.source, doc_id=d.id) for d in docs]
 
         def work(job: Job) -> None:
             for d, row in zip(docs, job.rows):

@@ -1,7 +1,8 @@
 """The web server: a FastAPI app that we own, with the Gradio page mounted on it.
 
 Owning the FastAPI app keeps every HTTP concern in one place: routes of our own (the stored
-originals behind a document id, a health check), and login, CORS and Host checks
+originals behind a document id, a health check, the HTTP API of ragchat.api under ``/api/v1`` and
+``/v1``, described at ``/api/docs``), and login, CORS and Host checks
 (ragchat.auth.install_web_security), which cover the Gradio routes too.
 
 Endpoints a Gradio client can call (``gradio_client.Client(url).predict(..., api_name=...)``):
@@ -42,6 +43,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from ragchat import auth
+from ragchat.api import install_api
 from ragchat.config import Settings
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,14 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     blocks = build_blocks(webapp, warmup)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
 
-    app = FastAPI(title="ragchat", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="ragchat", summary="Chat with your own documents: REST and OpenAI-compatible API (docs/API.md)",
+                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
+                  swagger_ui_oauth2_redirect_url=None)
     app.state.engine = engine
     app.state.webapp = webapp
+    # The HTTP API (ragchat.api): /api/v1/... and the OpenAI-compatible /v1/..., over the same
+    # engine and ingestion jobs as the page, behind the same login.
+    install_api(app, engine, webapp.jobs)
 
     @app.get("/ragchat/health")
     def health() -> JSONResponse:

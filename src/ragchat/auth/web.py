@@ -1,260 +1,58 @@
-"""Team mode: users with argon2 password hashes, login for the web app, and when login is required.
+"""The web side of team mode: when login is required, and one ASGI middleware in front of every route.
 
-- **Users** live in the catalog's ``users`` table (name, argon2id hash, admin flag). ``ragchat users
-  add|remove|list|passwd`` manages them (``users_command``); passwords come from ``--password``,
-  ``RAGCHAT_PASSWORD`` or a prompt and are never printed.
-- **authenticate** verifies a password; an unknown name costs one argon2 verification too, so the
-  answer time does not tell which names exist.
 - **require_auth_for_bind** is the start-up rule: bound to anything but loopback, the app refuses to
   start unless users exist (login on) or ``server.insecure_no_auth`` is set.
-- **install_web_security(app, settings, catalog)** puts one ASGI middleware in front of a FastAPI
-  app (and so in front of the Gradio app mounted on it). It:
+- **install_web_security(app, settings, catalog)** puts ``SecurityMiddleware`` in front of a FastAPI
+  app (and so in front of the Gradio app mounted on it, and of the HTTP API). It:
 
   * refuses requests whose ``Host`` is not a loopback name while the app is bound to loopback
     (DNS rebinding), and requests whose ``Origin`` is neither the app's own nor listed in
     ``server.allowed_origins`` (CORS; preflights of listed origins are answered);
-  * when login is on, requires a signed session cookie on every route except ``/login``,
-    ``/logout``, the health check and static assets (``PUBLIC_PATHS``/``PUBLIC_PREFIXES``): browsers
-    are sent to ``/login``, other clients get 401. ``/login`` accepts a form post (what browsers and
-    ``gradio_client.Client(url, auth=(name, password))`` send) and sets the cookie;
+  * when login is on, requires a signed session cookie (ragchat.auth.sessions) or an API key
+    (``Authorization: Bearer rck_...``, ragchat.auth.keys) on every route except ``/login``,
+    ``/logout``, the health check and static assets (``PUBLIC_PATHS``/``PUBLIC_PREFIXES``):
+    browsers are sent to ``/login``, other clients get 401. ``/login`` accepts a form post (what
+    browsers and ``gradio_client.Client(url, auth=(name, password))`` send) and sets the cookie;
   * puts the user in ``request.state.user`` and gives Gradio the same answer through
     ``WebSecurity.auth_dependency`` (sync) or ``auth_dependency_async``, so that Gradio's
-    ``request.username`` is the signed-in user.
-
-  Session cookies are HMAC-signed (a secret kept in the catalog), expire after ``SESSION_TTL_S``,
-  and die at once when the user is removed or their password changes.
+    ``request.username`` is the signed-in user. Routes of our own ask for it with the
+    ``current_user`` / ``current_user_async`` dependencies, which fail closed.
 
 Left out: TLS (put a reverse proxy in front for HTTPS; cookies are marked Secure when the request
-arrived over https), single sign-on, password reset by mail, roles beyond "admin".
+arrived over https), single sign-on.
 """
 
 from __future__ import annotations
 
-import base64
-import getpass
-import hashlib
 import hmac
 import html
 import ipaddress
 import json
-import os
 import secrets
-import sys
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
-from ragchat.access import valid_user_name
-from ragchat.errors import ConfigError, RagchatError
-from ragchat.store.catalog import Catalog, User
+from ragchat.auth.keys import user_for_key
+from ragchat.auth.sessions import SESSION_COOKIE, SESSION_TTL_S, LoginThrottle, issue_token, password_fingerprint, read_token
+from ragchat.auth.users import authenticate, password_hash_of, user_count
+from ragchat.errors import ConfigError
+from ragchat.store.catalog import Catalog
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragchat.config import Settings
 
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a login post small
-SESSION_COOKIE = "ragchat_session"
-SESSION_TTL_S = 7 * 24 * 3600
 LOGIN_BODY_LIMIT = 16 * 1024
 PUBLIC_PATHS = frozenset({
     "/login", "/logout", "/ragchat/health", "/favicon.ico", "/robots.txt", "/manifest.json", "/pwa_icon",
 })
 PUBLIC_PREFIXES = ("/static/", "/assets/", "/svelte/", "/pwa_icon/")  # Gradio's built front-end files
-
-# argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile: t=3, m=64 MiB, p=4). Tests
-# swap in a cheaper hasher.
-HASHER = PasswordHasher()
-_DUMMY: dict[tuple, str] = {}
-
-
-class AuthError(RagchatError):
-    """A user-management request that cannot be done (unknown user, weak password, ...)."""
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    name: str
-    is_admin: bool
-    created_at: datetime
-
-
-# ---- users ----------------------------------------------------------------------------------
-
-
-def _hasher(hasher: PasswordHasher | None) -> PasswordHasher:
-    return hasher or HASHER
-
-
-def check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise AuthError(f"the password is too short: use at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise AuthError(f"the password is too long: use at most {MAX_PASSWORD} characters")
-
-
-def _check_name(name: str | None) -> str:
-    if not name or not valid_user_name(name):
-        raise AuthError(f"{name!r} is not a valid user name: use 1 to 64 letters, digits, '.', '_' or '-', "
-                        "starting with a letter or digit")
-    return name
-
-
-def add_user(catalog: Catalog, name: str, password: str, admin: bool = False, hasher: PasswordHasher | None = None) -> None:
-    _check_name(name)
-    check_password(password)
-    hashed = _hasher(hasher).hash(password)
-    with catalog.session() as s, s.begin():
-        if s.get(User, name) is not None:
-            raise AuthError(f"user {name} already exists: change the password with `ragchat users passwd {name}`")
-        s.add(User(name=name, password_hash=hashed, is_admin=int(bool(admin))))
-
-
-def set_password(catalog: Catalog, name: str, password: str, hasher: PasswordHasher | None = None) -> None:
-    check_password(password)
-    hashed = _hasher(hasher).hash(password)
-    with catalog.session() as s, s.begin():
-        user = s.get(User, name)
-        if user is None:
-            raise AuthError(f"no user {name}: see `ragchat users list`")
-        user.password_hash = hashed
-
-
-def remove_user(catalog: Catalog, name: str) -> None:
-    with catalog.session() as s, s.begin():
-        user = s.get(User, name)
-        if user is None:
-            raise AuthError(f"no user {name}: see `ragchat users list`")
-        s.delete(user)
-
-
-def list_users(catalog: Catalog) -> list[UserInfo]:
-    with catalog.session() as s:
-        return [UserInfo(u.name, bool(u.is_admin), u.created_at) for u in s.scalars(select(User).order_by(User.name))]
-
-
-def user_count(catalog: Catalog) -> int:
-    with catalog.session() as s:
-        return s.scalar(select(func.count()).select_from(User)) or 0
-
-
-def is_admin(catalog: Catalog, name: str | None) -> bool:
-    if not name:
-        return False
-    with catalog.session() as s:
-        user = s.get(User, name)
-        return bool(user and user.is_admin)
-
-
-def _dummy_hash(hasher: PasswordHasher) -> str:
-    key = (hasher.time_cost, hasher.memory_cost, hasher.parallelism, hasher.hash_len, hasher.salt_len)
-    if key not in _DUMMY:
-        _DUMMY[key] = hasher.hash(secrets.token_urlsafe(16))
-    return _DUMMY[key]
-
-
-def authenticate(catalog: Catalog, name: str, password: str, hasher: PasswordHasher | None = None) -> bool:
-    """True when the name and password match a user. Unknown names and malformed input cost the
-    same argon2 verification as a wrong password, so timing does not reveal which names exist."""
-    hasher = _hasher(hasher)
-    stored = None
-    if isinstance(name, str) and isinstance(password, str) and valid_user_name(name) and len(password) <= MAX_PASSWORD:
-        with catalog.session() as s:
-            user = s.get(User, name)
-            stored = user.password_hash if user is not None else None
-    ok = False
-    try:
-        ok = hasher.verify(stored or _dummy_hash(hasher), password if isinstance(password, str) else "")
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        ok = False
-    ok = ok and stored is not None
-    if ok and hasher.check_needs_rehash(stored):  # parameters were raised since: upgrade quietly
-        try:
-            set_password(catalog, name, password, hasher)
-        except AuthError:
-            pass
-    return ok
-
-
-def password_fingerprint(password_hash: str) -> str:
-    """Goes into session tokens: a new password (or a removed user) ends every older session."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
-
-
-# ---- the CLI: ragchat users ... -------------------------------------------------------------
-
-
-def _read_password(args, env: Mapping[str, str], prompt: Callable[[str], str] | None, stdin_tty: bool) -> str:
-    if getattr(args, "password", None):
-        print("ragchat: note: a password given on the command line can be seen by other users of this machine "
-              "(ps, shell history); prefer RAGCHAT_PASSWORD or the prompt", file=sys.stderr)
-        return args.password
-    if env.get("RAGCHAT_PASSWORD"):
-        return env["RAGCHAT_PASSWORD"]
-    if prompt is None:
-        if not stdin_tty:
-            raise ConfigError("no password given: pass --password, set RAGCHAT_PASSWORD, or run the command in a terminal")
-        prompt = getpass.getpass
-    first = prompt(f"password for {args.name}: ")
-    second = prompt("again: ")
-    if first != second:
-        raise AuthError("the two passwords differ; nothing was changed")
-    return first
-
-
-def users_command(settings: "Settings", args, *, env: Mapping[str, str] | None = None,
-                  prompt: Callable[[str], str] | None = None, hasher: PasswordHasher | None = None) -> int:
-    """`ragchat users add|remove|list|passwd [NAME] [--admin] [--password P]`.
-
-    Opens only the catalog (SQLite handles several processes), so users can be managed while the
-    web app runs. Adding the first user turns login on at the app's next start."""
-    env = os.environ if env is None else env
-    settings.store.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(settings.catalog_sqlalchemy_url)
-    try:
-        action = args.action
-        if action == "list":
-            users = list_users(catalog)
-            if not users:
-                print("no users: the web app runs without login (loopback only). Add one with "
-                      "`ragchat users add NAME --admin`")
-            for u in users:
-                print(f"{u.name:<32} {'admin' if u.is_admin else 'user':<6} added {u.created_at:%Y-%m-%d}")
-            return 0
-        if not args.name:
-            raise ConfigError(f"`ragchat users {action}` needs a user name")
-        name = _check_name(args.name)
-        if action == "remove":
-            remove_user(catalog, name)
-            print(f"removed user {name}; their private documents (~{name}/...) are kept")
-            return 0
-        if action == "passwd":
-            if name not in {u.name for u in list_users(catalog)}:
-                raise AuthError(f"no user {name}: see `ragchat users list`")
-            set_password(catalog, name, _read_password(args, env, prompt, sys.stdin.isatty()), hasher)
-            print(f"password changed for {name}; their open sessions have ended")
-            return 0
-        if action == "add":
-            first = user_count(catalog) == 0
-            if name in {u.name for u in list_users(catalog)}:
-                raise AuthError(f"user {name} already exists: change the password with `ragchat users passwd {name}`")
-            add_user(catalog, name, _read_password(args, env, prompt, sys.stdin.isatty()), getattr(args, "admin", False),
-                     hasher)
-            print(f"added {'admin' if getattr(args, 'admin', False) else 'user'} {name}")
-            if first:
-                print("login is now required: restart the web app if it is running")
-            return 0
-        raise ConfigError(f"unknown users action {action!r}: use add, remove, list or passwd")
-    finally:
-        catalog.close()
+API_PREFIXES = ("/api/", "/v1/")  # the HTTP API (ragchat.api): refusals name the API key too
 
 
 # ---- when login is required -------------------------------------------------------------------
@@ -285,74 +83,6 @@ def require_auth_for_bind(host: str, settings: "Settings", users: int) -> str:
         "is configured. Add a user with `ragchat users add NAME --admin` (login is then required), bind to "
         "127.0.0.1, or, on a trusted network only, pass --insecure-no-auth (server.insecure_no_auth = true)"
     )
-
-
-# ---- session tokens ---------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def issue_token(secret: bytes, name: str, fingerprint: str, now: float | None = None, ttl: float = SESSION_TTL_S) -> str:
-    payload = json.dumps({"u": name, "f": fingerprint, "e": int((now or time.time()) + ttl)}, separators=(",", ":")).encode()
-    return _b64(payload) + "." + _b64(hmac.new(secret, payload, hashlib.sha256).digest())
-
-
-def read_token(secret: bytes, token: str | None, now: float | None = None) -> tuple[str, str] | None:
-    """(name, fingerprint) of a genuine, unexpired token; None otherwise."""
-    if not token or len(token) > 4096 or token.count(".") != 1:
-        return None
-    body, sig = token.split(".")
-    try:
-        payload = _unb64(body)
-        good = hmac.compare_digest(_unb64(sig), hmac.new(secret, payload, hashlib.sha256).digest())
-        data = json.loads(payload) if good else None
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("f"), str):
-        return None
-    if not isinstance(data.get("e"), int) or data["e"] < (now or time.time()):
-        return None
-    return data["u"], data["f"]
-
-
-class LoginThrottle:
-    """At most ``limit`` failed logins per client address and per user name in ``window_s``."""
-
-    def __init__(self, limit: int = 10, window_s: float = 300.0):
-        self.limit, self.window_s = limit, window_s
-        self._fails: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._fails.get(key, []) if now - t < self.window_s]
-        if times:
-            self._fails[key] = times
-        else:
-            self._fails.pop(key, None)
-        return times
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len(self._recent(k, now)) >= self.limit for k in keys)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for k in keys:
-                self._fails.setdefault(k, []).append(now)
-            if len(self._fails) > 10000:  # a flood of names must not grow memory without bound
-                self._fails = {k: v for k, v in self._fails.items() if self._recent(k, now)}
-
-    def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._fails.pop(key, None)
 
 
 # ---- the web: one middleware, and the dependencies ---------------------------------------------
@@ -446,9 +176,8 @@ class WebSecurity:
         hit = self._fp_cache.get(name)
         if hit and now - hit[0] < 5.0:
             return hit[1]
-        with self.catalog.session() as s:
-            user = s.get(User, name)
-            fp = password_fingerprint(user.password_hash) if user is not None else None
+        stored = password_hash_of(self.catalog, name)
+        fp = password_fingerprint(stored) if stored is not None else None
         self._fp_cache[name] = (now, fp)
         return fp
 
@@ -461,6 +190,11 @@ class WebSecurity:
         return name if current is not None and hmac.compare_digest(current, fp) else None
 
     def user_for_headers(self, headers: Mapping[str, str]) -> str | None:
+        """The user of an API key (``Authorization: Bearer``) or else of the session cookie. A key
+        that was sent decides alone: a wrong one is refused even next to a good cookie."""
+        key = bearer_key(headers)
+        if key is not None:
+            return user_for_key(self.catalog, key)
         return self.user_for_token(_cookies(headers.get("cookie", "")).get(SESSION_COOKIE))
 
     def login(self, name: str, password: str) -> str | None:
@@ -512,6 +246,25 @@ class WebSecurity:
 
     async def auth_dependency_async(self, request) -> str | None:
         return self.user_of_request(request)
+
+
+def bearer_key(headers: Mapping[str, str]) -> str | None:
+    scheme, _, credential = headers.get("authorization", "").strip().partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
+def _refusal_body(path: str, headers: Mapping[str, str]) -> tuple[dict, list[tuple[bytes, bytes]]]:
+    """The 401 answer: the API's says how to send a key, in the OpenAI error shape too."""
+    if not path.startswith(API_PREFIXES):
+        return {"detail": "login required: sign in at /login"}, []
+    if bearer_key(headers) is not None:
+        message = "invalid or revoked API key: make one with `ragchat users key create NAME`, or sign in at /login"
+    else:
+        message = ("login required: send an API key as 'Authorization: Bearer rck_...' (made with "
+                   "`ragchat users key create NAME`), or sign in at /login")
+    body = {"detail": message, "error": {"message": message, "type": "authentication_error", "code": "invalid_api_key"}}
+    return body, [(b"www-authenticate", b'Bearer realm="ragchat"')]
 
 
 def _cookies(header: str) -> dict[str, str]:
@@ -590,7 +343,7 @@ class SecurityMiddleware:
         if method == "OPTIONS" and cross and headers.get("access-control-request-method"):
             await _plain(send, 204, b"", [
                 (b"access-control-allow-origin", cross.encode()), (b"access-control-allow-credentials", b"true"),
-                (b"access-control-allow-methods", b"GET, POST, HEAD, OPTIONS"),
+                (b"access-control-allow-methods", b"GET, POST, DELETE, HEAD, OPTIONS"),
                 (b"access-control-allow-headers", headers.get("access-control-request-headers", "content-type").encode()),
                 (b"access-control-max-age", b"600"), (b"vary", b"Origin"),
             ])
@@ -611,7 +364,8 @@ class SecurityMiddleware:
                 location = scope.get("root_path", "") + "/login?next=" + urllib.parse.quote(target, safe="")
                 await _plain(send, 303, b"", [(b"location", location.encode())])
             else:
-                await _json(send, 401, {"detail": "login required: sign in at /login"})
+                body, extra = _refusal_body(path, headers)
+                await _json(send, 401, body, extra)
             return
 
         async def send_with_headers(message) -> None:

@@ -1,0 +1,51 @@
+"""ragchat's own HTTP API, served by ``ragchat serve`` next to the web page (docs/API.md).
+
+- ``rest``: ``/api/v1/...``: documents (upload, list, delete, re-index, ingestion progress),
+  search and ask. FastAPI describes it at ``/api/docs`` (``/api/openapi.json``).
+- ``openai_compat``: ``/v1/models`` and ``/v1/chat/completions``, for tools that speak OpenAI's
+  chat API; the ``openai`` Python client works against it unchanged.
+- ``common``: errors, body limits and the answer runs they share.
+
+Login is not handled here: ``ragchat.auth``'s middleware stands in front of these routes as in
+front of the page (a session cookie or ``Authorization: Bearer <API key>`` in team mode; open on
+loopback without users), and each route asks for the user with ``auth.current_user``, which fails
+closed. What a user may read is decided by ragchat.access, as for the page.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from ragchat.api.common import JSON_BODY_LIMIT, OPENAI_PREFIX, REST_PREFIX, ApiError, BodyLimit, install_error_handlers
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def install_api(app, engine, jobs) -> None:
+    """Add the REST and OpenAI-compatible routes to ``app`` (a FastAPI app), before
+    ``auth.install_web_security`` puts the login middleware in front of it."""
+    from ragchat.api.openai_compat import openai_router
+    from ragchat.api.rest import rest_router
+
+    upload_limit = engine.settings.ingest.max_file_mb * 1_000_000 + 1_000_000  # one file at the limit, and the form
+
+    def limit_for(path: str) -> int | None:
+        if path == REST_PREFIX + "/documents":
+            return upload_limit
+        if path.startswith((REST_PREFIX + "/", OPENAI_PREFIX + "/")):
+            return JSON_BODY_LIMIT
+        return None
+
+    install_error_handlers(app)
+    app.include_router(rest_router(engine, jobs))
+    app.include_router(openai_router(engine))
+
+    # Any other path under the API's prefixes is the API's 404 (in its own error shape), not the
+    # page's: a client with a wrong base URL learns what is wrong.
+    @app.api_route(REST_PREFIX + "/{path:path}", methods=_METHODS, include_in_schema=False)
+    @app.api_route(OPENAI_PREFIX + "/{path:path}", methods=_METHODS, include_in_schema=False)
+    def unknown(request: Request):
+        raise ApiError(404, f"no such API route: {request.method} {request.url.path} (see /api/docs and docs/API.md)",
+                       "unknown_route")
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)

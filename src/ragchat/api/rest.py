@@ -1,0 +1,254 @@
+"""ragchat's REST API under ``/api/v1``: documents, ingestion progress, search and ask.
+
+=========================================  ==============================================================
+``GET    /api/v1/collections``             the collections this user may search, with document counts
+``GET    /api/v1/documents``               the documents this user may see (``?collection=`` narrows)
+``POST   /api/v1/documents``               upload files (multipart ``file``, optional ``collection``,
+                                           ``password``); 202 with the job and each document's id
+``GET    /api/v1/documents/{id}``          one document: catalog status and live ingestion progress
+``DELETE /api/v1/documents/{id}``          remove it (202 when it waits for a running ingestion)
+``POST   /api/v1/documents/{id}/reindex``  parse and index it again from its stored original (202)
+``GET    /api/v1/jobs/{id}``               an upload/reindex/remove job of this user, file by file
+``POST   /api/v1/search``                  ranked passages with scores, page and offsets
+``POST   /api/v1/ask``                     an answer with its sources: NDJSON events, or one JSON
+=========================================  ==============================================================
+
+Everything goes through the engine (``engine.catalog``, ``engine.retriever``, ``engine.chat``)
+and the web page's background ingestion (``ui.jobs.IngestJobs``), with the access rules of
+ragchat.access: a document another user owns answers 404, the same as one that does not exist.
+Ingestion work started here is grouped under the user (``api:<user>``), so every client of a user
+can follow it. Answers are not saved as conversations (the page's conversations stay the page's).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from ragchat import access
+from ragchat.api.common import REST_PREFIX, AnswerRun, ApiError, answer_json, scoped_filters, source_json
+from ragchat.auth import current_user
+from ragchat.chat import ChatOptions, MarkdownStream
+from ragchat.ingest.pipeline import safe_name
+
+MAX_FILES = 50  # per upload request
+_DOC_ID = re.compile(r"[0-9a-f]{32}")
+_TERMINAL = {"done", "unchanged", "failed"}
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=10_000, description="What to look for.")
+    top_k: int | None = Field(None, ge=1, le=50, description="How many passages (default: retrieval.top_k).")
+    collections: list[str] | None = Field(None, description="Only these collections (default: all you may read).")
+    document_ids: list[str] | None = Field(None, description="Only these documents.")
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Which indexes answer (default: retrieval.mode).")
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=10_000)
+    history: list[Turn] = Field(default_factory=list, description="Earlier turns, oldest first.")
+    collections: list[str] | None = Field(None, description="Only these collections (default: all you may read).")
+    document_ids: list[str] | None = Field(None, description="Only these documents.")
+    top_k: int | None = Field(None, ge=1, le=50, description="Sources handed to the model (default: retrieval.top_k).")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    model: str | None = Field(None, max_length=200, description='"builtin" or an Ollama model name (default: configured).')
+    stream: bool = Field(True, description="NDJSON events as the answer is written; false: one JSON object at the end.")
+
+
+def jobs_key(user: str | None) -> str:
+    """Ingestion started through the API is grouped by user (the page groups it by browser tab)."""
+    return f"api:{user or ''}"
+
+
+def rest_router(engine, jobs) -> APIRouter:
+    router = APIRouter(prefix=REST_PREFIX, tags=["ragchat"])
+    settings = engine.settings
+
+    def readable(doc_id: str, user: str | None):
+        info = engine.catalog.get(doc_id) if _DOC_ID.fullmatch(doc_id) else None
+        return info if info is not None and access.can_read(info, user) else None
+
+    def document(doc_id: str, user: str | None):
+        info = readable(doc_id, user)
+        if info is None:
+            raise ApiError(404, f"no such document (or not yours to see): see GET {REST_PREFIX}/documents", "not_found")
+        return info
+
+    def job_json(job) -> dict:
+        return {"id": job.id, "kind": job.kind, "finished": job.finished, "error": job.error,
+                "url": f"{REST_PREFIX}/jobs/{job.id}", "files": jobs.job_rows(job)}
+
+    @router.get("/collections", summary="Collections you may search")
+    def collections(user: str | None = Depends(current_user)):
+        docs = access.visible_documents(engine.catalog, user)
+        counts: dict[str, int] = {}
+        for d in docs:
+            counts[d.collection] = counts.get(d.collection, 0) + 1
+        return {"collections": [{"name": c, "documents": counts.get(c, 0), "private": access.is_private(c)}
+                                for c in engine.allowed_collections(user)]}
+
+    @router.get("/documents", summary="Documents you may see")
+    def list_documents(collection: str | None = Query(None, description="Only this collection."),
+                       user: str | None = Depends(current_user)):
+        docs = access.visible_documents(engine.catalog, user)
+        return {"documents": [d.summary() for d in docs if collection is None or d.collection == collection]}
+
+    @router.post("/documents", status_code=202, summary="Upload files (multipart) to ingest in the background")
+    async def upload(request: Request, user: str | None = Depends(current_user)):
+        try:
+            form = await request.form(max_files=MAX_FILES, max_fields=20)
+        except ApiError:
+            raise
+        except Exception as exc:  # Starlette's MultiPartException and malformed bodies
+            raise ApiError(400, f"send the files as multipart/form-data fields named 'file': {exc}", "bad_upload") from None
+        try:
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if not files:
+                raise ApiError(400, "no file in the request: send one or more multipart/form-data fields named 'file'",
+                               "no_file")
+            collection = str(form.get("collection") or "").strip() or settings.collection
+            password = str(form.get("password") or "") or None
+            try:
+                target, _ = access.owned_collection(collection, user)
+            except access.AccessError as exc:
+                raise ApiError(403 if access.is_private(collection) else 400, str(exc), "bad_collection") from None
+            limit = settings.ingest.max_file_mb * 1_000_000
+            for f in files:
+                if f.size is not None and f.size > limit:
+                    raise ApiError(413, f"{f.filename}: larger than ingest.max_file_mb ({settings.ingest.max_file_mb} MB)",
+                                   "too_large")
+            job = await run_in_threadpool(_submit, jobs, files, collection, user, password)
+        finally:
+            await form.close()
+        return {"job": job_json(job), "collection": target,
+                "documents": [{"name": r["source"], "id": r["doc_id"] or None, "stage": r["stage"],
+                               "url": f"{REST_PREFIX}/documents/{r['doc_id']}" if r["doc_id"] else None}
+                              for r in jobs.job_rows(job)]}
+
+    @router.get("/documents/{doc_id}", summary="One document, with its ingestion progress")
+    def get_document(doc_id: str, user: str | None = Depends(current_user)):
+        info = readable(doc_id, user)
+        row = jobs.row_for_document(jobs_key(user), doc_id) if _DOC_ID.fullmatch(doc_id) else None
+        if info is None and row is not None and row["stage"] in ("done", "unchanged"):
+            row = None  # finished work on a document that is gone since (removed)
+        if info is None and row is None:
+            raise ApiError(404, f"no such document (or not yours to see): see GET {REST_PREFIX}/documents", "not_found")
+        out = info.summary() if info is not None else {"id": doc_id, "name": row["source"], "status": "queued"}
+        if info is None and row["stage"] == "failed":
+            out["status"], out["error"] = "failed", row["message"].removeprefix("failed: ")
+        progress = None
+        if row is not None:
+            progress = {k: row[k] for k in ("stage", "done", "total", "message", "job")}
+            progress["finished"] = row["stage"] in _TERMINAL
+        out["progress"] = progress
+        return out
+
+    @router.delete("/documents/{doc_id}", summary="Remove a document from the indexes and the store")
+    def delete_document(doc_id: str, user: str | None = Depends(current_user)):
+        info = document(doc_id, user)
+        removed, failed, queued = jobs.remove_now_or_later(jobs_key(user), [info])
+        if queued is not None:
+            return JSONResponse({"removed": False, "queued": True, "job": job_json(queued)}, status_code=202)
+        if failed:
+            raise ApiError(503, f"{info.source}: {failed[0][1]}", "remove_failed")
+        return {"removed": bool(removed), "id": doc_id}
+
+    @router.post("/documents/{doc_id}/reindex", status_code=202, summary="Parse and index a document again")
+    def reindex_document(doc_id: str, user: str | None = Depends(current_user)):
+        info = document(doc_id, user)
+        if not info.original or not (engine.store / info.original).is_file():
+            raise ApiError(409, f"{info.source}: the original file is not stored; upload it again", "no_original")
+        return {"job": job_json(jobs.submit_reindex(jobs_key(user), [info]))}
+
+    @router.get("/jobs/{job_id}", summary="Progress of an ingestion job, file by file")
+    def get_job(job_id: str, user: str | None = Depends(current_user)):
+        job = jobs.job(jobs_key(user), job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id} of yours (finished jobs are kept for a while only)", "not_found")
+        return job_json(job)
+
+    @router.post("/search", summary="Ranked passages for a query")
+    def search(body: SearchRequest, user: str | None = Depends(current_user)):
+        filters = scoped_filters(engine, user, body.collections, body.document_ids)
+        hits = engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode)
+        return {"query": body.query, "results": [
+            {"rank": i + 1, "score": round(h.score, 6), "relevant": h.relevant, "dense": h.dense, "lexical": h.lexical,
+             "document_id": h.doc_id, "chunk_id": h.chunk_id, "source": h.source, "collection": h.collection,
+             "page": h.page, "start": h.start, "end": h.end, "text": h.text}
+            for i, h in enumerate(hits)]}
+
+    @router.post("/ask", summary="Ask a question: a streamed answer (NDJSON) and its sources",
+                 responses={200: {"content": {"application/x-ndjson": {}, "application/json": {}}}})
+    async def ask(body: AskRequest, user: str | None = Depends(current_user)):
+        filters = scoped_filters(engine, user, body.collections, body.document_ids)
+        options = ChatOptions(top_k=body.top_k, temperature=body.temperature, model=body.model or None)
+        history = [(t.role, t.content) for t in body.history]
+        run = await AnswerRun.start(engine.chat.stream(body.question, history, filters, options))
+        if not body.stream:
+            return answer_json(await run.final())
+        return StreamingResponse(_ndjson(run), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return router
+
+
+def _submit(jobs, files: list[UploadFile], collection: str, user: str | None, password: str | None):
+    """Write the uploads to a private folder, hand them to the ingestion jobs (which copy them
+    again under safe names), and remove the folder."""
+    folder = Path(tempfile.mkdtemp(prefix="ragchat-api-", dir=jobs.workdir))
+    try:
+        paths = []
+        for i, f in enumerate(files):
+            sub = folder / str(i)  # keeps two uploads with one name apart; the jobs number them
+            sub.mkdir()
+            dest = sub / safe_name(f.filename or "file")
+            f.file.seek(0)
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(f.file, out, 1 << 20)
+            paths.append(dest)
+        return jobs.submit_upload(jobs_key(user), paths, collection, owner=user, password=password)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _ndjson(run: AnswerRun):
+    """One JSON object per line: status, sources, token (text made safe as it streams), done."""
+    import json
+
+    safe = MarkdownStream()
+    streamed = False
+
+    def line(obj: dict) -> bytes:
+        return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
+
+    async for event in run.events():
+        if event.kind == "status":
+            yield line({"type": "status", "text": event.text})
+        elif event.kind == "sources" and event.answer is not None:
+            a = event.answer
+            yield line({"type": "sources", "retrieved": [source_json(s) for s in a.retrieved], "provider": a.provider,
+                        "model": a.model, "notice": a.notice})
+        elif event.kind == "token":
+            streamed = True
+            text = safe.feed(event.text)
+            if text:
+                yield line({"type": "token", "text": text})
+        elif event.kind == "done" and event.answer is not None:
+            rest = safe.flush() if streamed else event.answer.text  # ragchat's own replies come whole
+            if rest:
+                yield line({"type": "token", "text": rest})
+            yield line({"type": "done", **answer_json(event.answer)})

@@ -1,0 +1,87 @@
+"""Session tokens for the web page (and any client that signs in at ``/login``), and login throttling.
+
+A token is a JSON payload ``{"u": user, "f": fingerprint, "e": expiry}`` signed by itsdangerous
+(``URLSafeSerializer``, HMAC-SHA256, with a secret kept in the catalog). It is worth nothing once
+it has expired (``SESSION_TTL_S``), and ``WebSecurity`` also compares its password fingerprint
+with the user's current one, so a new password or a removed user ends every older session at once.
+
+``LoginThrottle`` counts failed logins per client address and per user name.
+
+Left out: server-side session storage (a token is checked by its signature alone, so any server
+that shares the catalog's secret accepts it), "log out everywhere" other than changing the password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from itsdangerous import BadData, URLSafeSerializer
+
+SESSION_COOKIE = "ragchat_session"
+SESSION_TTL_S = 7 * 24 * 3600
+_SALT = "ragchat.session"
+_MAX_TOKEN = 4096
+
+
+def _serializer(secret: bytes) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt=_SALT, signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256})
+
+
+def password_fingerprint(password_hash: str) -> str:
+    """Goes into session tokens: a new password (or a removed user) ends every older session."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def issue_token(secret: bytes, name: str, fingerprint: str, now: float | None = None, ttl: float = SESSION_TTL_S) -> str:
+    return _serializer(secret).dumps({"u": name, "f": fingerprint, "e": int((now or time.time()) + ttl)})
+
+
+def read_token(secret: bytes, token: str | None, now: float | None = None) -> tuple[str, str] | None:
+    """(name, fingerprint) of a genuine, unexpired token; None otherwise."""
+    if not token or len(token) > _MAX_TOKEN:
+        return None
+    try:
+        data = _serializer(secret).loads(token)
+    except (BadData, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("f"), str):
+        return None
+    if not isinstance(data.get("e"), int) or data["e"] < (now or time.time()):
+        return None
+    return data["u"], data["f"]
+
+
+class LoginThrottle:
+    """At most ``limit`` failed logins per client address and per user name in ``window_s``."""
+
+    def __init__(self, limit: int = 10, window_s: float = 300.0):
+        self.limit, self.window_s = limit, window_s
+        self._fails: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._fails.get(key, []) if now - t < self.window_s]
+        if times:
+            self._fails[key] = times
+        else:
+            self._fails.pop(key, None)
+        return times
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(len(self._recent(k, now)) >= self.limit for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                self._fails.setdefault(k, []).append(now)
+            if len(self._fails) > 10000:  # a flood of names must not grow memory without bound
+                self._fails = {k: v for k, v in self._fails.items() if self._recent(k, now)}
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._fails.pop(key, None)
