@@ -464,6 +464,18 @@ def test_openai_client_unchanged_streaming_and_not(team, alice_doc):
         openai.OpenAI(base_url=team["server"].url + "v1", api_key="sk-wrong", max_retries=0).models.list()
 
 
+def test_the_builtin_model_answers_through_the_api(team, alice_doc):
+    """The real built-in model (llama.cpp, in the server's process) behind the REST ask, streamed."""
+    r = team["client"].post("/api/v1/ask", headers=team["alice"], json={
+        "question": "What is zorblax?", "model": "builtin", "collections": ["~alice/default"]}, timeout=300)
+    assert r.status_code == 200, r.text
+    events = ndjson(r)
+    done = events[-1]
+    assert done["type"] == "done" and done["provider"] == "llamacpp" and done["error"] is None, done
+    assert [e for e in events if e["type"] == "token"] and done["answer"].strip()
+    assert [s["doc_id"] for s in done["retrieved"]] == [alice_doc["id"]]
+
+
 def test_sse_wire_format(team, alice_doc):
     r = team["client"].post("/v1/chat/completions", headers=team["alice"], json={
         "model": "ragchat", "stream": True, "messages": [{"role": "user", "content": "What is zorblax?"}]})
