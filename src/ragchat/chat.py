@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from ragchat import grounding
 from ragchat.analysis import analyze
 from ragchat.config import ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
@@ -67,6 +68,7 @@ class Answer:
     partial: bool = False
     error: str | None = None
     notice: str | None = None
+    unsupported: list[str] = field(default_factory=list)  # sentences no source supports (grounding.check)
     busy: bool = False  # the error is "too many questions waiting", not a failing model
 
 
@@ -157,6 +159,15 @@ class ChatEngine:
 
     def standalone(self, question: str, history: Sequence[tuple[str, str]], llm: ResolvedLLM) -> str:
         previous = [c for r, c in history if r == "user"]
+    @staticmethod
+    def ground(answer: Answer) -> None:
+        """Check each sentence against the sources it cites (grounding.check): citations are moved
+        to the source that supports the sentence, and a sentence no source supports is marked."""
+        answer.text, verdicts = grounding.check(answer.text, answer.retrieved)
+        cited = _cited_ids(answer.text, answer.retrieved)
+        answer.sources = [s for s in answer.retrieved if s.id in cited]
+        answer.unsupported = [v.sentence for v in verdicts if v.checked and v.supported_by is None]
+
         if not previous:
             return question.strip()
         mode = self.settings.condense
@@ -491,8 +502,7 @@ def _source(n: int, h: Hit) -> Source:
 
 def cite(text: str, sources: Sequence[Source]) -> tuple[str, list[Source]]:
     """The answer (with markers added where the model left them out) and the sources it cites."""
-    valid = {s.id for s in sources}
-    cited = {int(n) for m in _CITE.finditer(text) for n in re.split(r"[,，;]", m.group(1)) if int(n) in valid}
+    cited = _cited_ids(text, sources)
     if not cited and text:
         text, cited = _attribute(text, sources)
     return text, [s for s in sources if s.id in cited]
@@ -500,6 +510,11 @@ def cite(text: str, sources: Sequence[Source]) -> tuple[str, list[Source]]:
 
 def _attribute(text: str, sources: Sequence[Source]) -> tuple[str, set[int]]:
     # Against the whole chunk, not the excerpt the LLM read: the excerpt's terms are a subset of
+def _cited_ids(text: str, sources: Sequence[Source]) -> set[int]:
+    valid = {s.id for s in sources}
+    return {int(n) for m in _CITE.finditer(text) for n in re.split(r"[,，;]", m.group(1)) if int(n) in valid}
+
+
     # the chunk's, a [n] sends the reader to the whole chunk, and the web app's "stop" path, which
     # only has the stored sources, attributes the same way.
     src_terms = {s.id: set(analyze(s.text)) for s in sources}
