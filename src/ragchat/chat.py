@@ -153,12 +153,12 @@ class ChatEngine:
             raise
         finally:
             answer.text, answer.sources = cite(sanitize_markdown("".join(parts).strip()), answer.retrieved)
+        if answer.text and not answer.partial and not answer.error:
+            self.ground(answer)
         if not answer.text and answer.error:
             answer.text = answer.error
         yield ChatEvent("done", answer=answer)
 
-    def standalone(self, question: str, history: Sequence[tuple[str, str]], llm: ResolvedLLM) -> str:
-        previous = [c for r, c in history if r == "user"]
     @staticmethod
     def ground(answer: Answer) -> None:
         """Check each sentence against the sources it cites (grounding.check): citations are moved
@@ -168,6 +168,8 @@ class ChatEngine:
         answer.sources = [s for s in answer.retrieved if s.id in cited]
         answer.unsupported = [v.sentence for v in verdicts if v.checked and v.supported_by is None]
 
+    def standalone(self, question: str, history: Sequence[tuple[str, str]], llm: ResolvedLLM) -> str:
+        previous = [c for r, c in history if r == "user"]
         if not previous:
             return question.strip()
         mode = self.settings.condense
@@ -508,13 +510,13 @@ def cite(text: str, sources: Sequence[Source]) -> tuple[str, list[Source]]:
     return text, [s for s in sources if s.id in cited]
 
 
-def _attribute(text: str, sources: Sequence[Source]) -> tuple[str, set[int]]:
-    # Against the whole chunk, not the excerpt the LLM read: the excerpt's terms are a subset of
 def _cited_ids(text: str, sources: Sequence[Source]) -> set[int]:
     valid = {s.id for s in sources}
     return {int(n) for m in _CITE.finditer(text) for n in re.split(r"[,，;]", m.group(1)) if int(n) in valid}
 
 
+def _attribute(text: str, sources: Sequence[Source]) -> tuple[str, set[int]]:
+    # Against the whole chunk, not the excerpt the LLM read: the excerpt's terms are a subset of
     # the chunk's, a [n] sends the reader to the whole chunk, and the web app's "stop" path, which
     # only has the stored sources, attributes the same way.
     src_terms = {s.id: set(analyze(s.text)) for s in sources}
