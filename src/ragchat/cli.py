@@ -65,9 +65,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="ask every question through chat and score the replies (needs answers in the queries' metadata)")
     s.add_argument("--details", type=Path, metavar="FILE", help="with --answers: write one JSON line per question here")
 
-    from ragchat.auth.commands import add_users_parser
-
-    add_users_parser(sub, common)  # users add|remove|list|passwd, users key create|list|revoke
+    s = add("users", help="manage logins and API keys for team mode (ragchat.auth.commands)")
+    users = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    u = users.add_parser("add", parents=[common], help="add a user (the first one turns login on)")
+    u.add_argument("name")
+    u.add_argument("--admin", action="store_true")
+    u.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
+    u = users.add_parser("remove", parents=[common], help="remove a user and their API keys (documents are kept)")
+    u.add_argument("name")
+    users.add_parser("list", parents=[common], help="list users")
+    u = users.add_parser("passwd", parents=[common], help="change a user's password (ends their sessions)")
+    u.add_argument("name")
+    u.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
+    keys = users.add_parser("key", parents=[common], help="API keys for the HTTP API: create, list, revoke")
+    keys = keys.add_subparsers(dest="key_action", required=True, metavar="KEY_ACTION")
+    k = keys.add_parser("create", parents=[common], help="make a key for a user; printed once, on stdout")
+    k.add_argument("name")
+    k.add_argument("--label", default="", help="a note to recognise the key by (e.g. the tool that uses it)")
+    k = keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    k.add_argument("name", nargs="?")
+    k = keys.add_parser("revoke", parents=[common], help="delete a key by its id")
+    k.add_argument("key_id", metavar="ID")
     return p
 
 
@@ -174,7 +192,7 @@ def cmd_ask(settings: Settings, args) -> int:
     if args.json:
         print(json.dumps({
             "answer": answer.text, "provider": answer.provider, "model": answer.model, "partial": answer.partial,
-            "error": answer.error, "unsupported": answer.unsupported,
+            "error": answer.error,
             "sources": [{"id": s.id, "source": s.source, "page": s.page, "text": s.text, "score": s.score} for s in answer.sources],
         }, ensure_ascii=False))
     else:

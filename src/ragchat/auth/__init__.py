@@ -17,7 +17,7 @@ The names below are the package's public surface; callers use ``from ragchat imp
 
 from __future__ import annotations
 
-from ragchat.auth.commands import add_users_parser, users_command
+from ragchat.auth.commands import users_command
 from ragchat.auth.commands import read_password as _read_password  # noqa: F401  (tests)
 from ragchat.auth.keys import KeyInfo, create_key, list_keys, revoke_key, user_for_key
 from ragchat.auth.sessions import (
@@ -61,7 +61,7 @@ from ragchat.auth.web import (
 __all__ = [
     "HASHER", "MAX_PASSWORD", "MIN_PASSWORD", "PUBLIC_PATHS", "PUBLIC_PREFIXES", "SESSION_COOKIE", "SESSION_TTL_S",
     "AuthError", "KeyInfo", "LoginThrottle", "SecurityMiddleware", "UserInfo", "WebSecurity",
-    "add_user", "add_users_parser", "authenticate", "bearer_key", "check_password", "create_key", "current_user",
+    "add_user", "authenticate", "bearer_key", "check_password", "create_key", "current_user",
     "current_user_async", "install_web_security", "is_admin", "is_loopback", "is_public", "issue_token", "list_keys",
     "list_users", "password_fingerprint", "read_token", "remove_user", "require_auth_for_bind", "revoke_key",
     "safe_next", "set_password", "user_count", "user_for_key", "users_command",

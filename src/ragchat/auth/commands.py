@@ -7,12 +7,12 @@
     ragchat users key revoke ID
 
 Passwords come from ``--password``, ``RAGCHAT_PASSWORD`` or a prompt and are never printed. The
-command opens only the catalog, so users and keys can be managed while the web app runs.
+command opens only the catalog, so users and keys can be managed while the web app runs. (Its
+arguments are declared in ragchat.cli, which stays cheap to import.)
 """
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
@@ -27,34 +27,6 @@ from ragchat.store.catalog import Catalog
 
 if TYPE_CHECKING:  # pragma: no cover
     from ragchat.config import Settings
-
-
-def add_users_parser(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The `users` command and its actions, on the CLI's subparsers."""
-    p = sub.add_parser("users", parents=[common], help="manage logins and API keys for team mode")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        return actions.add_parser(name, parents=[common], help=help)
-
-    a = action("add", "add a user (the first one turns login on)")
-    a.add_argument("name")
-    a.add_argument("--admin", action="store_true")
-    a.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
-    action("remove", "remove a user and their API keys (their documents are kept)").add_argument("name")
-    action("list", "list users")
-    a = action("passwd", "change a user's password (ends their sessions)")
-    a.add_argument("name")
-    a.add_argument("--password", help="password (read from RAGCHAT_PASSWORD or asked for when omitted)")
-
-    keys = action("key", "API keys for the HTTP API: create, list, revoke")
-    key_actions = keys.add_subparsers(dest="key_action", required=True, metavar="KEY_ACTION")
-    k = key_actions.add_parser("create", parents=[common], help="make a key for a user; it is shown once")
-    k.add_argument("name")
-    k.add_argument("--label", default="", help="a note to recognise the key by (e.g. the tool that uses it)")
-    key_actions.add_parser("list", parents=[common], help="list keys (never their secrets)").add_argument("name", nargs="?")
-    key_actions.add_parser("revoke", parents=[common], help="delete a key by its id").add_argument("key_id", metavar="ID")
-    return p
 
 
 def read_password(args, env: Mapping[str, str], prompt: Callable[[str], str] | None, stdin_tty: bool) -> str:
