@@ -180,6 +180,7 @@ def answer_json(answer: Answer) -> dict:
         "answer": answer.text, "sources": [source_json(s) for s in answer.sources],
         "retrieved": [source_json(s) for s in answer.retrieved], "provider": answer.provider, "model": answer.model,
         "question": answer.question, "partial": answer.partial, "error": answer.error, "notice": answer.notice,
+        "unsupported": answer.unsupported,
     }
 
 

@@ -534,7 +534,7 @@ class _Pump:
 def render_badge(provider: str | None, model: str | None) -> str:
     if not provider:
         return '<div class="rc-badge rc-badge-off">No model available</div>'
-    kind = "built-in" if provider == "llamacpp" else "Ollama"
+    kind = {"llamacpp": "built-in", "openai": "OpenAI-compatible server"}.get(provider, "Ollama")
     import html
 
     return (f'<div class="rc-badge" title="The model that writes the answers"><span class="rc-dot"></span>'
