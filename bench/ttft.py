@@ -21,7 +21,7 @@ Each ``--source-tokens`` value (chat.source_tokens; default: "0", whole chunks, 
 is timed on every question, one value after the other: the engine switches the setting, and the web
 side has one server per value, each over its own copy of the store. "prompt tok" is the prompt the model
 reads, in its own tokens; "cached" is how many of them llama.cpp kept from the previous prompt of the
-engine's process and did not read again (the system prompt's prefix, see llm.keep_system_prefix). One warm-up question per server
+engine's process and did not read again (llama.cpp's server keeps each slot's last prompt; its /metrics count what it read). One warm-up question per server
 and one for the engine are not counted (they load the models; their times are printed as "cold").
 Every answer is read to its end before the next question, so nothing overlaps.
 Prints a table and one JSON line per value {"source_tokens","questions","engine_p50_ms","engine_max_ms",
@@ -95,19 +95,24 @@ def settings_for(store: Path, backend: str | None):
     return s
 
 
-def builtin_llama(engine):
+def builtin_server(engine):
     from ragchat.chat import ChatOptions
-    from ragchat.llm import _load_llama
 
-    model = engine.llm_for(ChatOptions()).model
-    return _load_llama(model.model_path, model.n_ctx, model._threads())[0]
+    return engine.llm_for(ChatOptions()).model.server()
+
+
+def prompt_tokens_read(engine) -> int:
+    """Prompt tokens llama.cpp has evaluated so far (its /metrics); the ones it kept cached are not counted."""
+    server = builtin_server(engine)
+    text = urllib.request.urlopen(urllib.request.Request(f"{server.url}/metrics", headers=server.headers), timeout=10).read()
+    return int(float(next(line.split()[-1] for line in text.decode().splitlines()
+                          if line.startswith("llamacpp:prompt_tokens_total"))))
 
 
 def engine_ttft(engine, question: str) -> dict:
-    llama = builtin_llama(engine)
-    cached = llama.input_ids[: llama.n_tokens].tolist()  # what llama.cpp holds before this question
+    read_before = prompt_tokens_read(engine)
     t0 = time.perf_counter()
-    out = {"question": question, "ttft_ms": None, "sources": 0, "retrieval_ms": None, "before": cached}
+    out = {"question": question, "ttft_ms": None, "sources": 0, "retrieval_ms": None}
     first = None
     n = 0
     for ev in engine.chat.stream(question):
@@ -123,22 +128,28 @@ def engine_ttft(engine, question: str) -> dict:
         out["ttft_ms"] = (first - t0) * 1000
     out["tokens"] = n + (first is not None)
     out["total_ms"] = (time.perf_counter() - t0) * 1000
+    out["read"] = prompt_tokens_read(engine) - read_before
     return out
 
 
-def prompt_tokens(engine, question: str, before: list[int]) -> tuple[int, int]:
-    """(tokens of the prompt the built-in model read for this question, how many of them were cached)."""
+def prompt_tokens(engine, question: str) -> int:
+    """Tokens of the prompt the built-in model gets for this question, as its own template renders them."""
     from ragchat.chat import ChatOptions, _source
-    from ragchat.llm import _role, _system_prefix
 
     hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
     sources = [_source(i + 1, h) for i, h in enumerate(hits)]
     passages = engine.chat.passages(question, sources, engine.llm_for(ChatOptions()))
     msgs = engine.chat.prompt(question, [], sources, engine.settings.chat.system_prompt, passages)
-    text = "".join(f"<|im_start|>{_role(m)}\n{m.text}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
-    tokens = builtin_llama(engine).tokenize(text.encode(), add_bos=False, special=True)
-    kept = _system_prefix(builtin_llama(engine), [{"role": _role(m), "content": m.text} for m in msgs])
-    return len(tokens), len(kept) if before[: len(kept)] == kept else 0
+    role = {"human": "user", "ai": "assistant", "system": "system"}
+    server = builtin_server(engine)
+
+    def post(path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{server.url}{path}", json.dumps(body).encode(),
+                                     {**server.headers, "Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+
+    prompt = post("/apply-template", {"messages": [{"role": role[m.type], "content": m.text} for m in msgs]})["prompt"]
+    return len(post("/tokenize", {"content": prompt})["tokens"])
 
 
 class PageClient:
@@ -292,7 +303,8 @@ def main() -> None:
                 eng.settings.chat.source_tokens = value
                 for row in rows:
                     e = engine_ttft(eng, row["question"])
-                    e["prompt_tokens"], e["cached_tokens"] = prompt_tokens(eng, row["question"], e.pop("before"))
+                    e["prompt_tokens"] = prompt_tokens(eng, row["question"])
+                    e["cached_tokens"] = max(0, e["prompt_tokens"] - e.pop("read"))
                     w = web_ttft(clients[i], row["question"]) if web else {}
                     e["web_ttft_ms"], e["roundtrip_ms"] = w.get("ttft_ms"), w.get("roundtrip_ms")
                     row["runs"].append(e)

@@ -10,11 +10,14 @@ from ragchat.config import load_settings
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PDFS = FIXTURES / "pdfs"
 ZH_TEXT = FIXTURES / "text" / "zh_llm_weekly.txt"  # a Chinese newsletter about open LLMs
+# The built-in model the tests run: the smallest bundled one, so the suite stays fast. The default
+# model (config.LLMSettings.builtin_model) answers in tests/test_answer_eval.py.
+TEST_MODEL = "smollm2-135m"
 
 
 def make_settings(store: Path, **overrides):
     """Settings for a test store: the built-in LLM (tests never depend on Ollama), short answers."""
-    llm = {"provider": "llamacpp", "max_answer_tokens": 64, **overrides.pop("llm", {})}
+    llm = {"provider": "llamacpp", "builtin_model": TEST_MODEL, "max_answer_tokens": 64, **overrides.pop("llm", {})}
     return load_settings(store=store, llm=llm, **overrides)
 
 
@@ -71,6 +74,7 @@ class AppServer:
         env = {k: v for k, v in _os.environ.items() if not k.startswith("RAGCHAT_")}
         env.update({
             "RAGCHAT_LLM__PROVIDER": "llamacpp",
+            "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
             "RAGCHAT_LLM__MAX_ANSWER_TOKENS": str(self.max_answer_tokens),
             "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9",  # nothing listens there
             "GRADIO_ANALYTICS_ENABLED": "False",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import PDFS
+from conftest import PDFS, TEST_MODEL
 from ollama_fake import FakeOllama
 
 import ragchat.chat as chat_module
@@ -30,7 +30,7 @@ CHUNK = (
 
 @pytest.fixture(scope="module")
 def builtin():
-    return resolve_llm(LLMSettings(provider="llamacpp", max_answer_tokens=48))
+    return resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, max_answer_tokens=48))
 
 
 def source(n: int, text: str) -> Source:

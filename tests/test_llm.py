@@ -16,6 +16,7 @@ import time
 import ollama
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
+from conftest import TEST_MODEL
 from ollama_fake import FakeOllama, hashed_embedding
 
 from ragchat.config import LLMSettings
@@ -59,7 +60,7 @@ def ollama_settings(url: str, **kw) -> LLMSettings:
 
 @pytest.fixture(scope="module")
 def builtin():
-    llm = resolve_llm(LLMSettings(provider="llamacpp", max_answer_tokens=40, context_tokens=2048))
+    llm = resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, max_answer_tokens=40, context_tokens=2048))
     assert llm.provider == "llamacpp" and llm.notice is None
     return llm
 
@@ -93,7 +94,7 @@ def test_builtin_works_as_a_langchain_chat_model(builtin):
 
 
 def test_builtin_context_overflow_is_explained():
-    llm = resolve_llm(LLMSettings(provider="llamacpp", context_tokens=512, max_answer_tokens=16))
+    llm = resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, context_tokens=512, max_answer_tokens=16))
     with pytest.raises(LLMError, match="context"):
         list(stream_text(llm, [HumanMessage("word " * 2000)], timeout_s=120))
 
@@ -127,11 +128,11 @@ def test_closing_the_stream_early_stops_generation(builtin):
 
 def test_missing_gguf_file_says_what_to_set(tmp_path):
     with pytest.raises(LLMError, match="llm.gguf_path"):
-        resolve_llm(LLMSettings(provider="llamacpp", gguf_path=str(tmp_path / "nope.gguf")))
+        resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, gguf_path=str(tmp_path / "nope.gguf")))
 
 
 def test_the_loaded_model_is_shared():
-    settings = LLMSettings(provider="llamacpp", max_answer_tokens=40, context_tokens=2048)
+    settings = LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, max_answer_tokens=40, context_tokens=2048)
     a, b = resolve_llm(settings).model, resolve_llm(settings).model
     assert a is not b and a.server() is b.server()  # one llama.cpp server for both
 
@@ -139,7 +140,7 @@ def test_the_loaded_model_is_shared():
 def test_a_corrupt_gguf_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 40)
-    llm = resolve_llm(LLMSettings(provider="llamacpp", gguf_path=str(bad)))
+    llm = resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, gguf_path=str(bad)))
     with pytest.raises(LLMError, match="cannot load the GGUF model .*broken.gguf.*complete GGUF"):
         list(stream_text(llm, QUESTION, timeout_s=60))
 
