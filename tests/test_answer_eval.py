@@ -174,3 +174,20 @@ def test_eval_answers_missing_qrels_is_one_line(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and "qrels/test.tsv is missing" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_default_builtin_model_answers_the_small_set(tmp_path):
+    """The bundled default model, for real, through the same command: right on most answerable
+    questions (English and Chinese) and citing their own passages. A guard on answer quality, not a
+    benchmark (docs/ANSWERS.md has the figures on the real sets)."""
+    from ragchat.config import LLMSettings
+    from ragchat.models import BUILTIN_MODELS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
+    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1"})
+    out = _ragchat("eval", str(QA_SMALL), "--answers", "--json", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["model"] == BUILTIN_MODELS[LLMSettings().builtin_model].file
+    assert res["errors"] == 0
+    assert res["accuracy"] >= 0.6 and res["gold_cited"] >= 0.6, res

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from ragchat import grounding
-from ragchat.analysis import analyze
+from ragchat.analysis import analyze, cjk_share
 from ragchat.config import ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
 from ragchat.llm import LLMGate, ResolvedLLM, stream_text
@@ -218,11 +218,26 @@ class ChatEngine:
         turns = list(history)[-2 * self.settings.history_turns :] if self.settings.history_turns else []
         for role, content in turns:
             msgs.append(HumanMessage(content) if role == "user" else AIMessage(content))
-        msgs.append(HumanMessage(
-            f"{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n"
-            f"Using the sources above, answer in one or two sentences and cite them like [1]: {question.strip()}"
-        ))
+        msgs.append(HumanMessage(f"{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n{instruction(question)}"))
         return msgs
+
+
+REFUSAL_EN = "I could not find the answer in the documents."
+REFUSAL_ZH = "资料中没有找到答案。"
+
+
+def instruction(question: str) -> str:
+    """What the model is asked to do after reading the sources, in the question's language (asked in
+    English, small models answer a Chinese question in English), with the exact words to use when
+    the sources do not answer (the models rarely refuse unless told how). Asking for the sources'
+    own wording keeps the answer checkable (grounding.check) and close to what the documents say."""
+    question = question.strip()
+    if cjk_share(question) >= 0.3:
+        return ("请只根据上面的资料回答下面的问题：用中文回答，尽量使用资料中的原话，每句话后用 [1] 这样的编号标明出处。"
+                f"如果资料中没有答案，请只回答：{REFUSAL_ZH}\n\n问题：{question}")
+    return ("Answer the question below using only the sources above: two to four sentences that keep the sources' own "
+            f"wording, each citing its source like [1]. If the sources do not answer it, reply only: {REFUSAL_EN}"
+            f"\n\nQuestion: {question}")
 
 
 # Sentence ends: . ! ? before a space and a word that does not start in lower case ("e.g. the" stays
