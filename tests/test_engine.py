@@ -89,7 +89,10 @@ def test_shared_pdfs_each_get_a_reason_and_others_ingest(engine):
     r = {x.source: x for x in engine.ingestor.ingest(files, "default")}
     assert r["docsgpt__corrupt.pdf"].outcome == "failed" and "corrupt" in r["docsgpt__corrupt.pdf"].error
     assert r["unstructured__password.pdf"].outcome == "failed" and "password" in r["unstructured__password.pdf"].error
-    assert r["mineru__scanned.pdf"].outcome == "failed" and "scanned" in r["mineru__scanned.pdf"].error
+    # no text layer: read with OCR (Tesseract, chi_sim), and searchable in Chinese
+    assert r["mineru__scanned.pdf"].outcome == "added", r["mineru__scanned.pdf"].error
+    scanned = engine.catalog.find("default", "mineru__scanned.pdf")
+    assert "使用价值" in engine.catalog.page_text(scanned.id, 1)
     assert r["unstructured__layout-parser-paper-with-table.pdf"].outcome == "added"
     assert r["unstructured__copy-protected.pdf"].outcome == "added"
     failed = {d.source: d for d in engine.catalog.documents(status="failed")}

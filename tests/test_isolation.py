@@ -63,12 +63,17 @@ def test_shared_pdfs_load_through_the_worker(loader):
     [
         ("docsgpt__corrupt.pdf", "corrupt"),
         ("unstructured__password.pdf", "encrypted"),
-        ("mineru__scanned.pdf", "scanned"),
     ],
 )
 def test_loader_errors_come_back_unchanged(loader, name, reason):
     error, _ = failure(loader, PDFS / name)
     assert error.reason == reason
+
+
+def test_the_ocr_setting_reaches_the_worker():
+    with IsolatedLoader(IngestSettings(parse_timeout_s=5, parse_memory_mb=512, ocr="off")) as no_ocr:
+        error, _ = failure(no_ocr, PDFS / "mineru__scanned.pdf")
+    assert error.reason == "scanned"
 
 
 def test_the_worker_is_reused(loader, normal_pdf):
@@ -100,7 +105,7 @@ def test_hostile_pdf_ends_in_time_and_the_worker_survives(loader, tmp_path, norm
     try:
         doc = loader.load(path)
     except LoadError as error:
-        assert error.reason in ("corrupt", "timeout", "memory", "scanned"), str(error)
+        assert error.reason in ("corrupt", "timeout", "memory", "scanned", "empty"), str(error)
     else:  # parsers that see through the trick may read the page's text
         assert [p.number for p in doc.pages] == [1]
     assert time.monotonic() - start < LIMITS.parse_timeout_s + MARGIN_S

@@ -122,6 +122,13 @@ class IngestSettings(_Section):
     parse_timeout_s: float = Field(60.0, gt=0, le=3600, description="Longest time to parse one file (in a child process).")
     parse_memory_mb: int = Field(1024, ge=64, le=65536, description="Address-space limit of the parsing process.")
     max_pages: int = Field(5000, ge=1, le=1000000, description="Pages past this are not read.")
+    ocr: Literal["auto", "off", "force"] = Field(
+        "auto",
+        description="OCR with Tesseract (eng+chi_sim) for images and PDF pages. 'auto': images, and PDF pages with no text "
+        "layer or a garbage one (over 10 % unmapped characters, under half letters and digits, or Latin-1 mojibake); "
+        "'force': every PDF page; 'off': never (scanned PDFs and images are refused). Each OCR'd page gets the whole "
+        "parse_timeout_s. Needs the tesseract-ocr, tesseract-ocr-eng and tesseract-ocr-chi-sim packages.",
+    )
 
 
 class ChatSettings(_Section):

@@ -3,7 +3,13 @@
 Chunk length is measured in the embedding model's own tokens, so the embedder never silently cuts a
 chunk. Text is split at sentence ends first (English . ! ? and Chinese 。！？；), then at clause marks
 (， 、 , ; :), and only a sentence longer than a whole chunk is cut at token boundaries. Chunks never
-cross a page, so every chunk has one page number and `text == page_text[start:end]`.
+cross a page, so every chunk has one page number and `page_text[start:end]` is its passage.
+
+Markdown tables (a header row, a `|---|` separator row, then rows; the loaders write tables this
+way) are cut only between rows, and a chunk that starts inside a table's body begins with that
+table's header and separator rows, repeated, so that every piece of a table says what its columns
+are. For such a chunk `text == header + "\n" + page_text[start:end]`; for every other chunk
+`text == page_text[start:end]`. A header longer than half a chunk is not repeated.
 
 This module knows nothing of files, stores or models; the token counter is passed in.
 """
@@ -38,6 +44,40 @@ class Chunk:
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|(?<=[。！？；!?])[”’」』）)]*\s*|\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[，、,;；:：])\s*|\n")
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LINE_END = re.compile(r"\n")
+_TABLE_ROW = re.compile(r"[ \t]*\|.*\|[ \t]*$")
+_TABLE_SEPARATOR = re.compile(r"[ \t]*\|(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*$")
+
+
+@dataclass(frozen=True)
+class Table:
+    start: int  # where the header row starts
+    body: int  # where the first row after the separator starts
+    end: int  # end of the last row (before its newline)
+
+    def header(self, text: str) -> str:
+        return text[self.start : self.body].rstrip("\n")
+
+
+def find_tables(text: str) -> list[Table]:
+    """Markdown tables in text: a row line, a separator line, then any number of row lines."""
+    lines, pos = [], 0
+    for line in text.split("\n"):
+        lines.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    tables, i = [], 0
+    while i + 1 < len(lines):
+        (a, b), (c, d) = lines[i], lines[i + 1]
+        if _TABLE_ROW.fullmatch(text, a, b) and _TABLE_SEPARATOR.fullmatch(text, c, d):
+            j = i + 2
+            while j < len(lines) and _TABLE_ROW.fullmatch(text, *lines[j]):
+                j += 1
+            body = lines[i + 2][0] if i + 2 < len(lines) else d
+            tables.append(Table(a, min(body, d + 1), lines[j - 1][1]))
+            i = j
+        else:
+            i += 1
+    return tables
 
 
 def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
@@ -52,21 +92,30 @@ def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tu
     return spans
 
 
-def _units(text: str, tok: Tokenizer, limit: int) -> list[tuple[int, int, int]]:
-    """(start, end, tokens) pieces of at most `limit` tokens that tile the text in order."""
+def _units(text: str, tok: Tokenizer, limit: int, tables: Sequence[Table] = (), row_limits: Sequence[int] = ()) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) pieces that tile the text in order. Outside tables a piece is a sentence
+    of at most `limit` tokens; inside a table it is the header with its separator, or one row of at
+    most that table's `row_limits` entry (room is left for the repeated header)."""
+    pieces: list[tuple[int, int, int]] = []  # (start, end, limit)
+    pos = 0
+    for t, row_limit in zip(tables, row_limits):
+        pieces += [(a, b, limit) for a, b in _split(text, pos, t.start, _SENTENCE_END)]
+        pieces.append((t.start, t.body, limit))
+        pieces += [(a, b, row_limit) for a, b in _split(text, t.body, t.end, _LINE_END)]
+        pos = t.end
+    pieces += [(a, b, limit) for a, b in _split(text, pos, len(text), _SENTENCE_END)]
     out: list[tuple[int, int, int]] = []
-    sentences = _split(text, 0, len(text), _SENTENCE_END)
-    counts = tok.count([text[s:e] for s, e in sentences])
-    for (s, e), n in zip(sentences, counts):
-        if n <= limit:
+    counts = tok.count([text[s:e] for s, e, _ in pieces])
+    for (s, e, most), n in zip(pieces, counts):
+        if n <= most:
             out.append((s, e, n))
             continue
         clauses = _split(text, s, e, _CLAUSE_END)
         for (cs, ce), cn in zip(clauses, tok.count([text[a:b] for a, b in clauses])):
-            if cn <= limit:
+            if cn <= most:
                 out.append((cs, ce, cn))
                 continue
-            out += _hard_split(text, cs, ce, tok, limit)
+            out += _hard_split(text, cs, ce, tok, most)
     return out
 
 
@@ -105,13 +154,23 @@ def chunk_page(
     first_seq: int = 0,
 ) -> list[Chunk]:
     """Greedily pack sentence units into chunks of at most max_tokens, repeating up to
-    overlap_tokens of trailing units at the start of the next chunk."""
-    units = _units(text, tok, max_tokens)
+    overlap_tokens of trailing units at the start of the next chunk, and a table's header at the
+    start of a chunk that begins inside that table."""
+    tables = find_tables(text)
+    headers = [t.header(text) for t in tables]
+    # A header is repeated only when it takes at most half a chunk; 0 means "not repeated".
+    repeat = [n if n <= max_tokens // 2 else 0 for n in (tok.count(headers) if headers else [])]
+    units = _units(text, tok, max_tokens, tables, [max_tokens - n for n in repeat])
     chunks: list[Chunk] = []
     i = 0
     while i < len(units):
+        # Inside a table's body: the chunk starts with the header again, and has that much less room.
+        inside = next((k for k, t in enumerate(tables) if t.body <= units[i][0] < t.end), None)
+        prefix, budget = "", max_tokens
+        if inside is not None and repeat[inside]:
+            prefix, budget = headers[inside] + "\n", max_tokens - repeat[inside]
         j, total = i, 0
-        while j < len(units) and total + units[j][2] <= max_tokens:
+        while j < len(units) and total + units[j][2] <= budget:
             total += units[j][2]
             j += 1
         j = max(j, i + 1)
@@ -121,7 +180,7 @@ def chunk_page(
         lead = len(body) - len(body.lstrip())
         start, end = start + lead, start + lead + len(body.strip())
         seq = first_seq + len(chunks)
-        chunks.append(Chunk(make_id(page, start, end), seq, page, start, end, text[start:end]))
+        chunks.append(Chunk(make_id(page, start, end), seq, page, start, end, prefix + text[start:end]))
         if j >= len(units):
             break
         # Step back over trailing units until the overlap is reached (whole sentences, so the

@@ -2,7 +2,10 @@
 
 A broken or hostile file (a decompression bomb, a loop in a PDF's object graph, a parser that
 recurses without end) must cost at most ``ingest.parse_timeout_s`` seconds and
-``ingest.parse_memory_mb`` of memory, and must never hang or kill the app. ``IsolatedLoader`` runs
+``ingest.parse_memory_mb`` of memory, and must never hang or kill the app. OCR is the exception
+to "per file": it reports each page ("OCR page 3/8") as it starts, and each report starts the time
+limit again, so every OCR'd page gets the whole ``parse_timeout_s`` (Tesseract needs seconds per
+page) while a file that stops making progress is still stopped. ``IsolatedLoader`` runs
 ``loaders.load`` in one long-lived worker process, reused from file to file so that only the first
 file pays for starting it. When the worker runs out of time it is killed; when it dies, the file is
 reported and a fresh worker is started for the next one.
@@ -22,15 +25,19 @@ import os
 import signal
 import stat
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import Callable
 
 from ragchat.config import IngestSettings
 from ragchat.errors import LoadError
 from ragchat.ingest.loaders import LoadedDocument
 
+log = logging.getLogger(__name__)
 MB = 1024 * 1024
+OnProgress = Callable[[str, int, int], None]  # (message, done, total)
 START_TIMEOUT_S = 120  # spawn re-imports the app's main module; on a slow machine that takes a while
 
 
@@ -48,12 +55,15 @@ class IsolatedLoader:
         self._conn = None
         self._closed = False
 
-    def load(self, path: Path, password: str | None = None) -> LoadedDocument:
+    def load(self, path: Path, password: str | None = None, on_progress: OnProgress | None = None) -> LoadedDocument:
         """Parse one file and wait for it. Raises LoadError."""
-        return self.submit(path, password).result()
+        return self.submit(path, password, on_progress).result()
 
-    def submit(self, path: Path, password: str | None = None) -> Future[LoadedDocument]:
-        """Queue one file; the Future gives the LoadedDocument or raises LoadError."""
+    def submit(self, path: Path, password: str | None = None, on_progress: OnProgress | None = None) -> Future[LoadedDocument]:
+        """Queue one file; the Future gives the LoadedDocument or raises LoadError.
+
+        on_progress(message, done, total) is called on the parsing thread while the file is read
+        (for now only by OCR: "OCR page 3/8", 2, 8)."""
         path = Path(path)
         with self._lock:
             if self._closed:
@@ -64,7 +74,7 @@ class IsolatedLoader:
             failed: Future[LoadedDocument] = Future()
             failed.set_exception(exc)
             return failed
-        return self._dispatcher.submit(self._parse, path, password)
+        return self._dispatcher.submit(self._parse, path, password, on_progress)
 
     def close(self) -> None:
         """Stop the worker. A file being parsed fails with reason "cancelled"; queued ones are dropped."""
@@ -101,31 +111,46 @@ class IsolatedLoader:
                 reason="too-large",
             )
 
-    def _parse(self, path: Path, password: str | None) -> LoadedDocument:
+    def _parse(self, path: Path, password: str | None, on_progress: OnProgress | None = None) -> LoadedDocument:
         """Runs on the dispatcher thread: hand one file to the worker and wait for it, with the time limit."""
+        timeout = self._settings.parse_timeout_s
+        job = (str(path), password, self._settings.max_pages, self._settings.ocr, timeout)
         conn, process = self._worker()
         try:
-            conn.send((str(path), password, self._settings.max_pages))
+            conn.send(job)
         except (BrokenPipeError, OSError):  # the worker died while idle; a fresh one gets the file
             self._stop_worker()
             conn, process = self._worker()
-            conn.send((str(path), password, self._settings.max_pages))
+            conn.send(job)
 
-        timeout = self._settings.parse_timeout_s
-        ready = wait([conn, process.sentinel], timeout=timeout)
-        reply = None
-        if conn in ready:
-            try:
-                reply = conn.recv()
-            except (EOFError, OSError):
-                pass
+        deadline = time.monotonic() + timeout
+        step = ""  # the last progress message, to say which page ran out of time
+        while True:
+            ready = wait([conn, process.sentinel], timeout=max(0.0, deadline - time.monotonic()))
+            reply = None
+            if conn in ready:
+                try:
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    pass
+            if reply is not None and reply[0] == "progress":
+                _, step, done, total = reply
+                deadline = time.monotonic() + timeout  # each page gets the whole limit
+                if on_progress is not None:
+                    try:
+                        on_progress(step, done, total)
+                    except Exception:  # a broken listener must not fail the file
+                        log.exception("progress callback failed")
+                continue
+            break
         if reply is None:
             self._stop_worker()
             if self._closed:
                 raise _cancelled()
             if not ready:
+                what = f"{step} took" if step else "took"
                 raise LoadError(
-                    f"took longer than {timeout:g} s to parse; the file may be damaged or hostile "
+                    f"{what} longer than {timeout:g} s to parse; the file may be damaged or hostile "
                     "(if it is genuine and very large, raise ingest.parse_timeout_s)",
                     reason="timeout",
                 )
@@ -214,12 +239,15 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _worker_main(conn, memory_mb: int) -> None:
-    """Loop of the worker process: receive (path, password, max_pages), send back a reply tuple."""
+    """Loop of the worker process: receive (path, password, max_pages, ocr, timeout_s), send back
+    ("progress", message, done, total) tuples while reading, then one reply tuple."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app, which then stops us
     # Import the parsers first, so that the memory limit counts parsing alone.
     import bs4  # noqa: F401
     import charset_normalizer  # noqa: F401
+    import PIL.Image  # noqa: F401
     import pypdf  # noqa: F401
+    import pypdfium2  # noqa: F401
 
     from ragchat.ingest import loaders
 
@@ -233,9 +261,13 @@ def _worker_main(conn, memory_mb: int) -> None:
             job = conn.recv()
         except (EOFError, OSError):  # the app has gone away
             return
-        path, password, max_pages = job
+        path, password, max_pages, ocr, timeout_s = job
+
+        def progress(message: str, done: int, total: int) -> None:
+            conn.send(("progress", message, done, total))
+
         try:
-            reply = ("ok", loaders.load(Path(path), password, max_pages))
+            reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress))
         except LoadError as exc:
             reply = ("error", str(exc), exc.reason)
         except MemoryError:

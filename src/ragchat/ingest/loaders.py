@@ -1,64 +1,94 @@
-"""File type -> pages of text, for PDF, plain text, Markdown and HTML.
+"""File type -> pages of text: PDF, Word, PowerPoint, Excel, CSV, EPUB, e-mail, images, text, Markdown, HTML.
 
-``load(path)`` decides the type from the file's first bytes (the name only breaks ties), reads the
-file and returns cleaned text: one ``Page`` per PDF page, numbered from 1, and a single unnumbered
-page for text-like files. Whatever cannot be read becomes a ``LoadError`` whose message says why and
-what to do, with a short ``reason`` tag (empty, unsupported, encrypted, scanned, corrupt, ...).
+``load(path)`` decides the type from the file's first bytes (for a ZIP container, from the names of
+its members; the file name only breaks ties between text-like kinds), reads the file and returns
+cleaned text in pages a viewer can show: one ``Page`` per PDF page, slide, sheet, book chapter or
+image page, numbered from 1, and a single unnumbered page for text-like files, Word documents, CSV
+files and e-mails. Structure stays in the text: headings as ``#`` lines and tables as Markdown
+tables (the chunker repeats a table's header row in every chunk of it). Whatever cannot be read
+becomes a ``LoadError`` whose message says why and what to do, with a short ``reason`` tag (empty,
+unsupported, encrypted, scanned, corrupt, too-large, timeout, ...).
+
+OCR (``ocr="auto"``, the default): images, and PDF pages whose text layer is missing or garbage
+(``garbage_reason``), are read by Tesseract (``ragchat.ingest.ocr``), page by page, with a progress
+callback ("OCR page 3/8"). ``"force"`` reads every PDF page with OCR; ``"off"`` never runs it.
+
+The readers of each outside library live in their own modules (office, epub, mail, ocr,
+rendering); this one detects types, guards ZIP containers, and reads PDF, text and HTML itself.
 
 Left out on purpose:
-- OCR: scanned PDFs are refused with a hint to run ocrmypdf first.
-- Office, EPUB and image formats: refused with a message that names what the file looks like.
-- Layout analysis: columns and tables come out in pypdf's reading order.
-- Protection from hostile files (decompression bombs, endless loops): ``load`` runs in-process with
-  no limits. The app reads files through ``ragchat.ingest.isolation``, which adds them.
+- Layout analysis: columns and PDF tables come out in pypdf's reading order.
+- Old binary Office files (.doc, .xls, .ppt), OpenDocument, RTF: refused with a message that names
+  what the file looks like.
+- Protection from hostile files beyond ZIP bombs and image bombs (endless loops, memory blow-ups):
+  ``load`` runs in-process with no limits. The app reads files through ``ragchat.ingest.isolation``,
+  which adds them.
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 import functools
+import io
 import re
+import unicodedata
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ragchat.errors import LoadError
 
-SUPPORTED = "ragchat reads PDF, .txt, .md and .html"
+SUPPORTED = (
+    "ragchat reads PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), CSV, EPUB, e-mail (.eml), "
+    "images (.png, .jpg, .tiff, .webp), .txt, .md and .html"
+)
 HEAD_BYTES = 8192  # how much of a file detect_kind looks at
+OCR_MODES = ("auto", "off", "force")
+# A ZIP member is a bomb when it unpacks to more than this and far more than it takes in the file
+# (media such as video is stored nearly uncompressed, XML compresses 5-20x, a bomb 1000x).
+ZIP_MAX_MEMBER = 256 * 1024 * 1024
+ZIP_MAX_TOTAL = 1024 * 1024 * 1024
+ZIP_MAX_RATIO = 20
+ZIP_MAX_MEMBERS = 10_000
+MAX_TABLE_CELLS = 2_000_000  # a CSV file past this is cut, with a warning
+
+Progress = Callable[[str, int, int], None]  # (message, done, total)
 
 
 @dataclass(frozen=True)
 class Page:
-    number: int | None  # 1-based page number for PDFs, None for text-like files
+    number: int | None  # 1-based page, slide, sheet or chapter number; None for single-page kinds
     text: str
+    # OCR'd pages: (start, end, x0, y0, x1, y1) for every word, its span in text and its rectangle as
+    # fractions of the page's width and height (see ragchat.ingest.ocr). Empty for text layers.
+    boxes: tuple = ()
 
 
 @dataclass
 class LoadedDocument:
-    kind: str  # "pdf" | "txt" | "md" | "html"
+    kind: str  # pdf | txt | md | html | docx | pptx | xlsx | csv | epub | eml | image
     pages: list[Page]
     warnings: list[str] = field(default_factory=list)
+    ocr_pages: list[int] = field(default_factory=list)  # numbers of the pages whose text came from OCR
 
 
 # --- type detection --------------------------------------------------------------------------
 
 # Formats people drop in by mistake. Checked after %PDF, so a PDF is never refused here.
 _MAGIC: list[tuple[bytes, str]] = [
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"PK\x05\x06", "a ZIP archive"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Microsoft Office file (.doc, .xls or .ppt)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Microsoft Office file (.doc, .xls or .ppt; save it as .docx, .xlsx or .pptx)"),
     (b"{\\rtf", "an RTF document"),
     (b"%!PS", "a PostScript file"),
     (b"AT&TFORM", "a DjVu document"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (b"Rar!", "a RAR archive"),
 ]
+_IMAGE_MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*"]
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # ZIP is the container of many document formats; the extension says which one it probably is.
 _ZIP_FORMATS = {
     ".docx": "a Word document (.docx)",
@@ -67,6 +97,7 @@ _ZIP_FORMATS = {
     ".odt": "an OpenDocument text (.odt)",
     ".epub": "an EPUB book (.epub)",
 }
+_ZIP_KINDS = {"docx": "Word document", "xlsx": "Excel workbook", "pptx": "PowerPoint file", "epub": "EPUB book"}
 # Checked longest first, because the UTF-32 LE mark starts with the UTF-16 LE one.
 _BOMS = [
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -77,13 +108,21 @@ _BOMS = [
 ]
 _HTML_EXTENSIONS = {".html", ".htm", ".xhtml"}
 _MARKDOWN_EXTENSIONS = {".md", ".markdown"}
+_CSV_EXTENSIONS = {".csv", ".tsv"}
+_EXTENSION_KINDS = {
+    ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".epub": "epub", ".eml": "eml",
+    ".csv": "csv", ".tsv": "csv", ".png": "image", ".jpg": "image", ".jpeg": "image", ".tif": "image",
+    ".tiff": "image", ".webp": "image",
+    **{ext: "html" for ext in _HTML_EXTENSIONS}, **{ext: "md" for ext in _MARKDOWN_EXTENSIONS},
+}  # fmt: skip
 
 
 def detect_kind(path: Path, head: bytes) -> str:
-    """Return "pdf", "html", "md" or "txt" for a file whose first bytes are ``head``.
+    """Return the kind of a file whose first bytes are ``head`` (see LoadedDocument.kind).
 
-    The content decides first, so a ZIP named .pdf is refused and an HTML page named .pdf is read as
-    HTML. The extension only chooses among text-like kinds.
+    The content decides first, so a ZIP named .pdf is refused, an HTML page named .pdf is read as
+    HTML and a Word file named .pdf as Word. For ZIP containers the member names decide (the ZIP
+    directory is read, and checked for bombs). The extension only chooses among text-like kinds.
     """
     if not head:
         raise LoadError("empty file: it has 0 bytes, so there is nothing to read", reason="empty")
@@ -91,23 +130,80 @@ def detect_kind(path: Path, head: bytes) -> str:
     if b"%PDF-" in head[:1024]:
         return "pdf"
     ext = path.suffix.lower()
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_kind(path, ext)
+    if any(head.startswith(magic) for magic in _IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
     for magic, what in _MAGIC:
         if head.startswith(magic):
-            if what == "a ZIP archive":
-                what = _ZIP_FORMATS.get(ext, what)
             raise _unsupported(what)
     text = _sniff_text(head)
     if text is None:
         raise _unsupported("a binary file")
-    if ext in _HTML_EXTENSIONS or _looks_like_html(text):
+    if ext in _HTML_EXTENSIONS or (ext not in _CSV_EXTENSIONS and ext != ".eml" and _looks_like_html(text)):
         return "html"
     if ext in _MARKDOWN_EXTENSIONS:
         return "md"
+    if ext in _CSV_EXTENSIONS:
+        return "csv"
+    if ext == ".eml":
+        return "eml"
     return "txt"
 
 
 def _unsupported(what: str) -> LoadError:
     return LoadError(f"unsupported file type: looks like {what}; {SUPPORTED}", reason="unsupported")
+
+
+def _zip_kind(path: Path, ext: str) -> str:
+    """docx, xlsx, pptx or epub from the names inside the ZIP, after checking its directory for bombs."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            check_zip(infos)
+            names = {info.filename for info in infos}
+            mimetype = archive.read("mimetype")[:64].strip() if "mimetype" in names else b""
+    except zipfile.BadZipFile as exc:
+        if ext in _ZIP_FORMATS:
+            what = re.sub(r"^an? ", "", _ZIP_FORMATS[ext])
+            raise LoadError(f"corrupt {what}: not a readable ZIP container ({exc})", reason="corrupt") from None
+        raise _unsupported("a ZIP archive") from None
+    except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise LoadError(f"corrupt ZIP container: {exc}", reason="corrupt") from None
+    if "word/document.xml" in names:
+        return "docx"
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    if "ppt/presentation.xml" in names:
+        return "pptx"
+    if mimetype == b"application/epub+zip" or ("META-INF/container.xml" in names and ext == ".epub"):
+        return "epub"
+    if mimetype.startswith(b"application/vnd.oasis.opendocument"):
+        raise _unsupported("an OpenDocument file (save it as .docx, .xlsx or .pptx)")
+    raise _unsupported(_ZIP_FORMATS.get(ext, "a ZIP archive"))
+
+
+def check_zip(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a ZIP bomb from the sizes its directory declares, before anything is unpacked.
+
+    Python's zipfile never unpacks more than a member's declared size, so the declared sizes bound
+    what parsing can cost."""
+    if len(infos) > ZIP_MAX_MEMBERS:
+        raise LoadError(f"too many parts: {len(infos):,} files inside the ZIP container (at most {ZIP_MAX_MEMBERS:,})",
+                        reason="too-large")
+    total = packed = 0
+    for info in infos:
+        total += info.file_size
+        packed += info.compress_size
+        if info.file_size > ZIP_MAX_MEMBER and info.file_size > ZIP_MAX_RATIO * max(1, info.compress_size):
+            raise _zip_bomb(f"{info.filename} would unpack to {info.file_size / 2**20:,.0f} MB "
+                            f"from {info.compress_size / 2**20:,.1f} MB")
+    if total > ZIP_MAX_TOTAL and total > ZIP_MAX_RATIO * max(1, packed):
+        raise _zip_bomb(f"its parts would unpack to {total / 2**20:,.0f} MB from {packed / 2**20:,.1f} MB")
+
+
+def _zip_bomb(detail: str) -> LoadError:
+    return LoadError(f"looks like a ZIP bomb: {detail}; refused before unpacking", reason="too-large")
 
 
 def _sniff_text(head: bytes) -> str | None:
@@ -273,11 +369,67 @@ def _clean_pdf_text(text: str) -> str:
     return text.strip()
 
 
+def clean(text: str) -> str:
+    """Line ends to \\n and control characters out (for the readers in other modules)."""
+    return _clean(text)
+
+
+# --- garbage text layers -----------------------------------------------------------------------
+
+_UNMAPPED = {"Co", "Cs", "Cn", "Cc"}  # private use, surrogates, unassigned, controls
+_LEADERS = re.compile(r"([^\w\s])\1{2,}")
+_NEUTRAL = set(".,;:()[]%/|-–—'\"·•、，。：；（）")  # punctuation of numbers, tables and lists: neither letters nor junk
+
+
+def garbage_reason(raw: str) -> str | None:
+    """Why a PDF page's extracted text looks like garbage, or None when it looks like text.
+
+    Broken fonts (no ToUnicode map, custom encodings) come out of pypdf in three ways, each checked
+    on the page's non-space characters, and only on pages with at least 20 of them:
+    - unmapped characters: U+FFFD, private-use, unassigned or control characters are over 10 %;
+    - symbol soup: letters and digits (any script) are under half of the characters that are not
+      common punctuation (. , ; : brackets % / | dashes quotes), as when glyph numbers land on symbols;
+    - mojibake: Latin-1 accented letters (U+00C0-U+00FF) are over 30 % of the letters, as when
+      GBK or Big5 bytes are read one byte at a time (French or German text has about 3 %).
+    Runs of one repeated mark (the dot leaders of a table of contents) count as one character.
+    None of the text pages of the shared PDFs (English, Chinese, bilingual, tables) trips them.
+    """
+    chars = [c for c in _LEADERS.sub(r"\1", raw) if not c.isspace()]
+    n = len(chars)
+    if n < 20:
+        return None
+    unmapped = sum(1 for c in chars if c == "\ufffd" or unicodedata.category(c) in _UNMAPPED)
+    if unmapped > 0.1 * n:
+        return f"{unmapped / n:.0%} of its characters are unmapped (replacement, private-use or control characters)"
+    letters = sum(1 for c in chars if unicodedata.category(c)[0] in "LN")
+    neutral = sum(1 for c in chars if c in _NEUTRAL)
+    if letters < 0.5 * (n - neutral):
+        return f"only {letters / n:.0%} of its characters are letters or digits"
+    accented = sum(1 for c in chars if "\u00c0" <= c <= "\u00ff")
+    if accented > 0.3 * letters:
+        return f"{accented / letters:.0%} of its letters are Latin-1 accented letters (mojibake)"
+    return None
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load(path: Path, password: str | None = None, max_pages: int = 5000) -> LoadedDocument:
-    """Read one file into pages of text, or raise LoadError saying why it cannot be read."""
+def load(
+    path: Path,
+    password: str | None = None,
+    max_pages: int = 5000,
+    *,
+    ocr: str = "auto",
+    ocr_timeout_s: float | None = None,
+    progress: Progress | None = None,
+) -> LoadedDocument:
+    """Read one file into pages of text, or raise LoadError saying why it cannot be read.
+
+    ocr: "auto" | "off" | "force" (see the module's docstring). ocr_timeout_s: the longest time for
+    one OCR'd page, None for no limit. progress(message, done, total) is called before each OCR'd page.
+    """
+    if ocr not in OCR_MODES:
+        raise ValueError(f"ocr must be one of {OCR_MODES}, not {ocr!r}")
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -291,10 +443,23 @@ def load(path: Path, password: str | None = None, max_pages: int = 5000) -> Load
 
     kind = detect_kind(path, head)
     if kind == "pdf":
-        doc = _load_pdf(path, password, max_pages)
+        doc = _load_pdf(path, password, max_pages, ocr, ocr_timeout_s, progress)
+    elif kind == "image":
+        doc = _load_image(path, max_pages, ocr, ocr_timeout_s, progress)
+    elif kind in ("docx", "pptx", "xlsx", "epub"):
+        doc = _load_container(path, kind, max_pages)
     else:
         data = path.read_bytes()
-        text = _html_to_text(data) if kind == "html" else _clean(decode_text(data))
+        if kind == "html":
+            text = html_to_text(data)
+        elif kind == "csv":
+            text = _csv_text(data, path.suffix.lower())
+        elif kind == "eml":
+            from ragchat.ingest.mail import eml_text
+
+            text = eml_text(data)
+        else:
+            text = _clean(decode_text(data))
         if not text.strip():
             raise LoadError("empty file: it has no text in it", reason="empty")
         doc = LoadedDocument(kind=kind, pages=[Page(number=None, text=text)])
@@ -302,23 +467,104 @@ def load(path: Path, password: str | None = None, max_pages: int = 5000) -> Load
             doc.warnings.append("some bytes could not be decoded and were replaced by \ufffd")
 
     ext = path.suffix.lower()
-    if ext in {".pdf", *_HTML_EXTENSIONS, *_MARKDOWN_EXTENSIONS} and _kind_of_extension(ext) != kind:
+    named = _EXTENSION_KINDS.get(ext)
+    if named is not None and named != kind and not (named in ("md", "csv", "eml") and kind == "txt"):
         doc.warnings.append(f"the file is named {ext} but holds {kind.upper()}; it was read as {kind.upper()}")
     return doc
 
 
-def _kind_of_extension(ext: str) -> str:
-    if ext in _HTML_EXTENSIONS:
-        return "html"
-    if ext in _MARKDOWN_EXTENSIONS:
-        return "md"
-    return ext.lstrip(".")
+def _load_container(path: Path, kind: str, max_pages: int) -> LoadedDocument:
+    """docx, pptx, xlsx and epub: ZIP containers whose directory detect_kind has already checked."""
+    warnings: list[str] = []
+    if kind == "docx":
+        from ragchat.ingest.office import docx_text
+
+        text = docx_text(path)
+        numbered: list[tuple[int | None, str]] = [(None, text)] if text else []
+    elif kind == "pptx":
+        from ragchat.ingest.office import pptx_pages
+
+        numbered = list(pptx_pages(path))
+    elif kind == "xlsx":
+        from ragchat.ingest.office import xlsx_pages
+
+        sheets, warnings = xlsx_pages(path)
+        numbered = list(sheets)
+    else:
+        from ragchat.ingest.epub import epub_pages
+
+        numbered = list(epub_pages(path))
+    if len(numbered) > max_pages:
+        warnings.append(f"only the first {max_pages} of {len(numbered)} pages were read (ingest.max_pages)")
+        numbered = numbered[:max_pages]
+    pages = [Page(number=n, text=_clean(t)) for n, t in numbered if t.strip()]
+    if not pages:
+        raise LoadError(f"empty file: this {_ZIP_KINDS[kind]} has no text in it", reason="empty")
+    return LoadedDocument(kind=kind, pages=pages, warnings=warnings)
+
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def _csv_text(data: bytes, ext: str) -> str:
+    """A CSV or TSV file as one Markdown table whose first row is the header."""
+    from ragchat.ingest.office import markdown_table
+
+    text = _clean(decode_text(data))
+    if ext == ".tsv":
+        delimiter = "\t"
+    else:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:16384], delimiters=",;\t|").delimiter
+        except csv.Error:  # one column, or too irregular to tell: commas, as most tools write
+            delimiter = ","
+    rows, cells = [], 0
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for row in reader:
+            cells += len(row)
+            if cells > MAX_TABLE_CELLS:
+                break
+            rows.append(row)
+    except csv.Error as exc:
+        raise LoadError(f"malformed CSV near line {reader.line_num}: {exc}", reason="corrupt") from None
+    return markdown_table(rows)
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def _load_image(path: Path, max_pages: int, ocr: str, timeout_s: float | None, progress: Progress | None) -> LoadedDocument:
+    from ragchat.ingest import ocr as tesseract
+
+    if ocr == "off":
+        raise LoadError('images are read with OCR, which is off (ingest.ocr = "off"); set it to "auto" to read them',
+                        reason="unsupported")
+    total, frames = tesseract.image_frames(path, max_pages)  # a bomb or a broken header is refused first
+    try:
+        tesseract.languages()  # OcrUnavailable says what to install
+    except LoadError:
+        frames.close()
+        raise
+    count = min(total, max_pages)
+    pages = []
+    pictures = ((number, (lambda frame=frame: frame)) for number, frame in enumerate(frames, 1))
+    for number, result in tesseract.ocr_pages(pictures, count, timeout_s, progress):
+        if result.text.strip():
+            pages.append(Page(number=number, text=result.text, boxes=result.boxes))
+    if not pages:
+        raise LoadError("no text found: OCR read no text in this image", reason="empty")
+    warnings = [f"only the first {max_pages} of {total} pages were read (ingest.max_pages)"] if total > max_pages else []
+    return LoadedDocument(kind="image", pages=pages, warnings=warnings, ocr_pages=[p.number for p in pages])
 
 
 # --- PDF -------------------------------------------------------------------------------------
 
+_FEW_CHARS = 10  # a page with fewer non-space characters than this has no real text layer (a page number, a stamp)
 
-def _load_pdf(path: Path, password: str | None, max_pages: int) -> LoadedDocument:
+
+def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off", timeout_s: float | None = None,
+              progress: Progress | None = None) -> LoadedDocument:
     from pypdf import PdfReader
 
     try:
@@ -331,21 +577,32 @@ def _load_pdf(path: Path, password: str | None, max_pages: int) -> LoadedDocumen
     except Exception as exc:
         raise _corrupt(exc) from None
 
-    pages: list[Page] = []
+    texts: dict[int, str] = {}
+    candidates: list[int] = []  # pages to OCR
+    garbage: dict[int, str] = {}
     unreadable: list[int] = []
     first_error: Exception | None = None
     for index in range(min(total, max_pages)):
+        number = index + 1
         try:
-            raw = reader.pages[index].extract_text()
+            raw = reader.pages[index].extract_text() or ""
         except MemoryError:
             raise
         except Exception as exc:  # one broken page should not cost the whole document
-            unreadable.append(index + 1)
+            unreadable.append(number)
             first_error = first_error or exc
             continue
-        text = _clean_pdf_text(raw or "")
+        text = _clean_pdf_text(raw)
         if text:
-            pages.append(Page(number=index + 1, text=text))
+            texts[number] = text
+        if ocr == "force":
+            candidates.append(number)
+        elif ocr == "auto":
+            if reason := garbage_reason(raw):
+                garbage[number] = reason
+                candidates.append(number)
+            elif sum(1 for c in text if not c.isspace()) < _FEW_CHARS:
+                candidates.append(number)
 
     warnings = []
     if unreadable:
@@ -353,11 +610,48 @@ def _load_pdf(path: Path, password: str | None, max_pages: int) -> LoadedDocumen
         warnings.append(f"{len(unreadable)} page(s) could not be read and were skipped: {shown}")
     if total > max_pages:
         warnings.append(f"only the first {max_pages} of {total} pages were read (ingest.max_pages)")
+
+    pages = {n: Page(number=n, text=t) for n, t in texts.items()}
+    ocr_done: list[int] = []
+    ocr_missing: LoadError | None = None
+    if candidates:
+        from ragchat.ingest import ocr as tesseract
+
+        try:
+            tesseract.languages()
+        except tesseract.OcrUnavailable as exc:
+            ocr_missing = exc
+        if ocr_missing is None:
+            from ragchat.ingest.rendering import PdfPages
+
+            with PdfPages(path, password) as rendered:
+                pictures = ((n, functools.partial(rendered.render, n)) for n in candidates)
+                for number, result in tesseract.ocr_pages(pictures, len(candidates), timeout_s, progress):
+                    if result.text.strip():
+                        pages[number] = Page(number=number, text=result.text, boxes=result.boxes)
+                        ocr_done.append(number)
+                    elif number in garbage:  # garbage is worse than nothing in an index
+                        pages.pop(number, None)
+        elif garbage and ocr == "auto":
+            warnings.append(f"{len(garbage)} page(s) have a garbage text layer and need OCR: {ocr_missing}")
+    if garbage:
+        first = min(garbage)
+        warnings.append(f"{len(garbage)} page(s) had a garbage text layer (page {first}: {garbage[first]})")
+    if ocr_done:
+        warnings.append(f"{len(ocr_done)} page(s) were read with OCR")
+
     if not pages:
         if first_error is not None:
             raise _corrupt(first_error, "no page could be read")
-        raise LoadError("no text layer: looks scanned; OCR it first (e.g. ocrmypdf) and add it again", reason="scanned")
-    return LoadedDocument(kind="pdf", pages=pages, warnings=warnings)
+        if ocr_missing is not None:
+            raise LoadError(f"no text layer: looks scanned, and {ocr_missing}", reason="scanned")
+        if ocr == "off":
+            raise LoadError('no text layer: looks scanned; set ingest.ocr = "auto" to read it with OCR, '
+                            "or OCR it first (e.g. ocrmypdf) and add it again", reason="scanned")
+        raise LoadError("no text: the pages have no text layer and OCR found no text on them", reason="empty")
+    if ocr_missing is not None and ocr == "force":
+        raise ocr_missing
+    return LoadedDocument(kind="pdf", pages=[pages[n] for n in sorted(pages)], warnings=warnings, ocr_pages=ocr_done)
 
 
 def _unlock(reader, password: str | None) -> None:
@@ -417,8 +711,9 @@ def _decode_html(data: bytes) -> str:
     return decode_text(data)
 
 
-def _html_to_text(data: bytes) -> str:
-    """Visible text of a page: title first, one line per block, a blank line between paragraphs."""
+def html_to_text(data: bytes, with_title: bool = True, headings: bool = False) -> str:
+    """Visible text of a page: title first (unless with_title is False), one line per block, a blank line
+    between paragraphs; with headings, <h1>-<h6> become Markdown "#" lines."""
     from bs4 import BeautifulSoup, NavigableString
 
     soup = BeautifulSoup(_decode_html(data), "html.parser")
@@ -438,6 +733,10 @@ def _html_to_text(data: bytes) -> str:
             string.replace_with(re.sub(r"\s+", " ", string))
     for br in soup.find_all("br"):
         br.replace_with("\n")
+    if headings:
+        for tag in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+            if tag.get_text(strip=True):
+                tag.insert(0, "#" * int(tag.name[1]) + " ")
     for cell in soup.find_all(["td", "th"]):
         cell.insert_after(" ")
     # Blocks get marks first and newlines later, so that nested blocks (<ul><li>) give one break,
@@ -455,6 +754,6 @@ def _html_to_text(data: bytes) -> str:
     text = _clean(text)
     text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    if title and not text.startswith(title):
+    if with_title and title and not text.startswith(title):
         text = f"{title}\n\n{text}" if text else title
     return text

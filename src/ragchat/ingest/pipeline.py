@@ -32,7 +32,10 @@ from ragchat.store.catalog import Catalog, DocInfo
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 
-SUPPORTED_SUFFIXES = {".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".text"}
+SUPPORTED_SUFFIXES = {
+    ".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".text", ".docx", ".pptx", ".xlsx", ".csv", ".tsv",
+    ".epub", ".eml", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp",
+}  # fmt: skip
 WRITE_CHUNKS = 256  # chunks embedded before they are written to the indexes and the catalog together
 
 
@@ -141,13 +144,15 @@ class Ingestor:
             results: list[FileResult] = []
             pending: Future | None = None
             for i, f in enumerate(files):
-                parse = pending if pending is not None else self._start_parse(f, collection, password, force)
-                pending = self._start_parse(files[i + 1], collection, password, force) if i + 1 < len(files) else None
+                parse = pending if pending is not None else self._start_parse(f, collection, password, force, emit)
+                pending = self._start_parse(files[i + 1], collection, password, force, emit) if i + 1 < len(files) else None
                 results.append(self._ingest_one(f, collection, owner, parse, emit))
             return results
 
-    def _start_parse(self, f: SourceFile, collection: str, password: str | None, force: bool) -> _Parse | FileResult:
-        """Either a parse under way, or a FileResult when no parse is needed."""
+    def _start_parse(self, f: SourceFile, collection: str, password: str | None, force: bool,
+                     emit: Callable[[FileEvent], None]) -> _Parse | FileResult:
+        """Either a parse under way, or a FileResult when no parse is needed. Slow steps of the parse
+        (OCR, page by page) are reported as "reading" events with done/total and a message."""
         try:
             self.loader.check_file(f.path)  # size, type of file: before reading a byte of it
             size = f.path.stat().st_size
@@ -160,7 +165,10 @@ class Ingestor:
         old = self.catalog.get(doc_id)
         if not force and old and old.status == "done" and old.sha256 == sha and old.embed_model == self.embedder.model_id:
             return FileResult(f.source, "unchanged", chunks=old.chunks, doc_id=doc_id)
-        parse = _Parse(self.loader.submit(f.path, password), sha, size)
+        def progress(message: str, done: int, total: int) -> None:
+            emit(FileEvent(f.source, "reading", done, total, message=message))
+
+        parse = _Parse(self.loader.submit(f.path, password, on_progress=progress), sha, size)
         self._load_parts()  # the first time, about 3 s of it run while the worker parses this file
         return parse
 

@@ -236,6 +236,8 @@ def progress_line(row: Mapping) -> str:
     stage = row["stage"]
     if stage == "embedding" and row.get("total"):
         return f"embedding {row['done']}/{row['total']}"
+    if stage == "reading" and row.get("message"):
+        return str(row["message"])  # a slow step of reading, e.g. "OCR page 3/8"
     if stage == "done":
         return f"done: {row['total']} chunks" if row.get("total") else "done"
     if stage == "unchanged":
