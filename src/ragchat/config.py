@@ -124,7 +124,7 @@ class IngestSettings(_Section):
     max_pages: int = Field(5000, ge=1, le=1000000, description="Pages past this are not read.")
     ocr: Literal["auto", "off", "force"] = Field(
         "auto",
-        description="OCR with Tesseract (eng+chi_sim) for images and PDF pages. 'auto': images, and PDF pages with no text "
+        description="OCR with Tesseract (English or simplified Chinese, chosen per page) for images and PDF pages. 'auto': images, and PDF pages with no text "
         "layer or a garbage one (over 10 % unmapped characters, under half letters and digits, or Latin-1 mojibake); "
         "'force': every PDF page; 'off': never (scanned PDFs and images are refused). Each OCR'd page gets the whole "
         "parse_timeout_s. Needs the tesseract-ocr, tesseract-ocr-eng and tesseract-ocr-chi-sim packages.",
