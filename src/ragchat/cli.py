@@ -192,7 +192,7 @@ def cmd_ask(settings: Settings, args) -> int:
     if args.json:
         print(json.dumps({
             "answer": answer.text, "provider": answer.provider, "model": answer.model, "partial": answer.partial,
-            "error": answer.error,
+            "error": answer.error, "unsupported": answer.unsupported,
             "sources": [{"id": s.id, "source": s.source, "page": s.page, "text": s.text, "score": s.score} for s in answer.sources],
         }, ensure_ascii=False))
     else:
