@@ -184,6 +184,15 @@ def test_malformed_and_truncated_xlsx_are_corrupt(tmp_path):
     assert "not a readable ZIP container" in str(expect_error(cut, "corrupt"))
 
 
+def test_a_huge_csv_is_cut_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "MAX_TABLE_CELLS", 10)
+    path = tmp_path / "big.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(20)))
+    doc = load(path)
+    assert doc.pages[0].text.count("\n") == 5  # header, separator and 4 rows: 10 cells
+    assert doc.warnings == ["only the first 10 cells were read"]
+
+
 def test_malformed_csv_says_where(tmp_path):
     path = tmp_path / "long.csv"
     path.write_text('a,b\n1,"' + "x" * 200_000 + '"\n')  # a field over the csv module's limit

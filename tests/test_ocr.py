@@ -136,6 +136,23 @@ def test_scanned_pdf_is_read_page_by_page_with_progress(tmp_path):
     assert all(p.boxes for p in doc.pages)
 
 
+def test_a_page_pdfium_cannot_draw_is_skipped_and_the_others_are_read(tmp_path, monkeypatch):
+    from ragchat.ingest.rendering import PdfPages
+
+    path = scanned_pdf(tmp_path / "scan.pdf", ["Minutes of the kelp meeting."], ["Budget approved for March."])
+    draw = PdfPages.render
+
+    def broken_first_page(self, number, *args, **kwargs):
+        if number == 1:
+            raise LoadError("corrupt PDF: page 1 cannot be rendered for OCR (test)", reason="corrupt")
+        return draw(self, number, *args, **kwargs)
+
+    monkeypatch.setattr(PdfPages, "render", broken_first_page)
+    doc = load(path)
+    assert [(p.number, words(p.text)) for p in doc.pages] == [(2, "Budget approved for March.")]
+    assert any("could not be rendered for OCR: 1" in w for w in doc.warnings)
+
+
 def test_scanned_pdf_with_ocr_off_is_refused_with_a_hint(tmp_path):
     with pytest.raises(LoadError) as info:
         load(scanned_pdf(tmp_path / "scan.pdf", ["Minutes."]), ocr="off")

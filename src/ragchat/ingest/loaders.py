@@ -453,18 +453,21 @@ def load(
         if kind == "html":
             text = html_to_text(data)
         elif kind == "csv":
-            text = _csv_text(data, path.suffix.lower())
+            text, cut = _csv_text(data, path.suffix.lower())
         elif kind == "eml":
             from ragchat.ingest.mail import eml_text
 
             text = eml_text(data)
         else:
             text = _clean(decode_text(data))
+        cut = cut if kind == "csv" else False
         if not text.strip():
             raise LoadError("empty file: it has no text in it", reason="empty")
         doc = LoadedDocument(kind=kind, pages=[Page(number=None, text=text)])
         if "\ufffd" in text:
             doc.warnings.append("some bytes could not be decoded and were replaced by \ufffd")
+        if cut:
+            doc.warnings.append(f"only the first {MAX_TABLE_CELLS:,} cells were read")
 
     ext = path.suffix.lower()
     named = _EXTENSION_KINDS.get(ext)
@@ -506,8 +509,8 @@ def _load_container(path: Path, kind: str, max_pages: int) -> LoadedDocument:
 # --- CSV ---------------------------------------------------------------------------------------
 
 
-def _csv_text(data: bytes, ext: str) -> str:
-    """A CSV or TSV file as one Markdown table whose first row is the header."""
+def _csv_text(data: bytes, ext: str) -> tuple[str, bool]:
+    """A CSV or TSV file as one Markdown table whose first row is the header, and whether it was cut short."""
     from ragchat.ingest.office import markdown_table
 
     text = _clean(decode_text(data))
@@ -518,17 +521,18 @@ def _csv_text(data: bytes, ext: str) -> str:
             delimiter = csv.Sniffer().sniff(text[:16384], delimiters=",;\t|").delimiter
         except csv.Error:  # one column, or too irregular to tell: commas, as most tools write
             delimiter = ","
-    rows, cells = [], 0
+    rows, cells, cut = [], 0, False
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         for row in reader:
             cells += len(row)
             if cells > MAX_TABLE_CELLS:
+                cut = True
                 break
             rows.append(row)
     except csv.Error as exc:
         raise LoadError(f"malformed CSV near line {reader.line_num}: {exc}", reason="corrupt") from None
-    return markdown_table(rows)
+    return markdown_table(rows), cut
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -613,6 +617,7 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
 
     pages = {n: Page(number=n, text=t) for n, t in texts.items()}
     ocr_done: list[int] = []
+    unrendered: list[int] = []
     ocr_missing: LoadError | None = None
     if candidates:
         from ragchat.ingest import ocr as tesseract
@@ -624,14 +629,35 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
         if ocr_missing is None:
             from ragchat.ingest.rendering import PdfPages
 
-            with PdfPages(path, password) as rendered:
-                pictures = ((n, functools.partial(rendered.render, n)) for n in candidates)
+            try:
+                rendered = PdfPages(path, password)
+            except LoadError as exc:  # PDFium cannot open what pypdf could: keep the text layer
+                if not pages:
+                    raise
+                warnings.append(f"{len(candidates)} page(s) could not be read with OCR: {exc}")
+                candidates = []
+                rendered = None
+
+            def render(number: int):
+                try:
+                    return rendered.render(number)
+                except LoadError:  # one page PDFium cannot draw: the others still get OCR
+                    unrendered.append(number)
+                    return None
+
+            pictures = ((n, functools.partial(render, n)) for n in candidates)
+            try:
                 for number, result in tesseract.ocr_pages(pictures, len(candidates), timeout_s, progress):
                     if result.text.strip():
                         pages[number] = Page(number=number, text=result.text, boxes=result.boxes)
                         ocr_done.append(number)
                     elif number in garbage:  # garbage is worse than nothing in an index
                         pages.pop(number, None)
+            finally:
+                if rendered is not None:
+                    rendered.close()
+            if unrendered:
+                warnings.append(f"{len(unrendered)} page(s) could not be rendered for OCR: {', '.join(map(str, unrendered[:10]))}")
         elif garbage and ocr == "auto":
             warnings.append(f"{len(garbage)} page(s) have a garbage text layer and need OCR: {ocr_missing}")
     if garbage:
@@ -645,6 +671,8 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
             raise _corrupt(first_error, "no page could be read")
         if ocr_missing is not None:
             raise LoadError(f"no text layer: looks scanned, and {ocr_missing}", reason="scanned")
+        if unrendered:
+            raise LoadError("corrupt PDF: no page has a text layer, and PDFium could not render them for OCR", reason="corrupt")
         if ocr == "off":
             raise LoadError('no text layer: looks scanned; set ingest.ocr = "auto" to read it with OCR, '
                             "or OCR it first (e.g. ocrmypdf) and add it again", reason="scanned")

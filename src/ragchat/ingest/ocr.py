@@ -330,7 +330,7 @@ def ocr_pages(
     timeout_s: float | None,
     progress: Callable[[str, int, int], None] | None,
 ) -> Iterator[tuple[int, OcrText]]:
-    """OCR pictures one by one: (page number, a function that makes its image) -> (page number, text).
+    """OCR pictures one by one: (page number, a function that makes its image or None) -> (page number, text).
 
     A progress event ("OCR page 3/8") goes out before each page; the parsing worker's time limit
     starts again at each event, so every page has the whole limit. Making the image (rendering a PDF
@@ -342,6 +342,8 @@ def ocr_pages(
         if progress is not None:
             progress(f"OCR page {done}/{total}", done - 1, total)
         image = make()
+        if image is None:  # the caller could not make this picture, and said so itself
+            continue
         left = None
         where = f"page {number}" if total > 1 or number != 1 else "the image"
         if timeout_s is not None:
