@@ -111,10 +111,26 @@ class IsolatedLoader:
                 reason="too-large",
             )
 
+    def render(self, path: Path, page: int, width: int, password: str | None = None) -> bytes:
+        """A page of a PDF or image file as PNG bytes, `width` pixels wide, drawn in the worker with
+        the same limits as parsing (see ``rendering.render_png``). Raises LoadError.
+
+        Renders wait behind files being parsed; give page views an IsolatedLoader of their own."""
+        path = Path(path)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this IsolatedLoader is closed")
+        self.check_file(path)
+        job = ("render", str(path), password, page, width)
+        return self._dispatcher.submit(self._run, job, None).result()
+
     def _parse(self, path: Path, password: str | None, on_progress: OnProgress | None = None) -> LoadedDocument:
-        """Runs on the dispatcher thread: hand one file to the worker and wait for it, with the time limit."""
+        job = ("load", str(path), password, self._settings.max_pages, self._settings.ocr, self._settings.parse_timeout_s)
+        return self._run(job, on_progress)
+
+    def _run(self, job: tuple, on_progress: OnProgress | None = None):
+        """Runs on the dispatcher thread: hand one job to the worker and wait for it, with the time limit."""
         timeout = self._settings.parse_timeout_s
-        job = (str(path), password, self._settings.max_pages, self._settings.ocr, timeout)
         conn, process = self._worker()
         try:
             conn.send(job)
@@ -239,8 +255,9 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _worker_main(conn, memory_mb: int) -> None:
-    """Loop of the worker process: receive (path, password, max_pages, ocr, timeout_s), send back
-    ("progress", message, done, total) tuples while reading, then one reply tuple."""
+    """Loop of the worker process: receive ("load", path, password, max_pages, ocr, timeout_s) or
+    ("render", path, password, page, width), send back ("progress", message, done, total) tuples
+    while reading, then one reply tuple."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app, which then stops us
     # Import the parsers first, so that the memory limit counts parsing alone.
     import bs4  # noqa: F401
@@ -261,13 +278,18 @@ def _worker_main(conn, memory_mb: int) -> None:
             job = conn.recv()
         except (EOFError, OSError):  # the app has gone away
             return
-        path, password, max_pages, ocr, timeout_s = job
-
         def progress(message: str, done: int, total: int) -> None:
             conn.send(("progress", message, done, total))
 
         try:
-            reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress))
+            if job[0] == "render":
+                from ragchat.ingest.rendering import render_png
+
+                _, path, password, page, width = job
+                reply = ("ok", render_png(Path(path), page, width, password))
+            else:
+                _, path, password, max_pages, ocr, timeout_s = job
+                reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress))
         except LoadError as exc:
             reply = ("error", str(exc), exc.reason)
         except MemoryError:

@@ -1,21 +1,29 @@
 """PDF pages -> images, through pypdfium2 (PDFium, the PDF engine of Chromium).
 
-Used for OCR now (a page with no usable text layer is rendered and read by Tesseract) and meant
-for showing a cited page as it looks. Pages are rendered in grayscale at ``OCR_DPI``, scaled down
-when that would exceed ``ocr.OCR_MAX_PIXELS``, so a page that claims to be 5 metres wide costs no
-more memory than an A3 page.
+For OCR, ``PdfPages`` renders a page with no usable text layer in grayscale at ``OCR_DPI``, scaled
+down when that would exceed ``ocr.OCR_MAX_PIXELS``, so a page that claims to be 5 metres wide costs
+no more memory than an A3 page. For showing a cited page as it looks, ``render_png`` draws a page of
+a PDF (or a page of an image file) in colour at a given width, as PNG bytes; it is meant to run in
+the isolated worker (``IsolatedLoader.render``), since a hostile PDF can hang or crash PDFium, and
+``PngCache`` keeps the most recent renderings within a byte budget.
 
-Left out: annotations and form fields are drawn as PDFium draws them by default; no colour.
+Left out: annotations and form fields are drawn as PDFium draws them by default; highlights are
+drawn by the viewer, not here; the web route that serves pages (and its access checks) is not here.
 """
 
 from __future__ import annotations
 
+import io
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from ragchat.errors import LoadError
 from ragchat.ingest.ocr import OCR_MAX_PIXELS
 
 OCR_DPI = 300  # what Tesseract is trained for; 200 read the shared scanned pages the same, 12 % faster
+MAX_VIEW_WIDTH = 2400  # pixels; wider requests are refused
+MAX_VIEW_PIXELS = 2400 * 2400 * 4  # a page that is very tall for its width is scaled down to this
 
 
 class PdfPages:
@@ -58,3 +66,105 @@ class PdfPages:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+# --- page images for the viewer ----------------------------------------------------------------
+
+
+def render_png(path: Path, page: int, width: int, password: str | None = None) -> bytes:
+    """Page `page` (1-based) of a PDF, or of an image file (a TIFF's n-th page), as PNG bytes `width`
+    pixels wide (the height follows the page). Raises LoadError: a page that does not exist is "missing"."""
+    if not 16 <= width <= MAX_VIEW_WIDTH:
+        raise LoadError(f"page width must be between 16 and {MAX_VIEW_WIDTH} pixels, not {width}", reason="unsupported")
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if b"%PDF-" in head:
+        image = _pdf_page(path, page, width, password)
+    else:
+        image = _image_page(path, page, width)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def _pdf_page(path: Path, page: int, width: int, password: str | None):
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path), password=password or None)
+    except pdfium.PdfiumError as exc:
+        raise LoadError(f"corrupt PDF: PDFium cannot open it ({exc})", reason="corrupt") from None
+    try:
+        if not 1 <= page <= len(pdf):
+            raise LoadError(f"no page {page}: the PDF has {len(pdf)} pages", reason="missing")
+        handle = pdf[page - 1]
+        try:
+            w, h = handle.get_size()
+            scale = width / max(1.0, w)
+            if w * h * scale * scale > MAX_VIEW_PIXELS:
+                scale = (MAX_VIEW_PIXELS / max(1.0, w * h)) ** 0.5
+            return handle.render(scale=scale).to_pil().convert("RGB")
+        finally:
+            handle.close()
+    except pdfium.PdfiumError as exc:
+        raise LoadError(f"corrupt PDF: page {page} cannot be rendered ({exc})", reason="corrupt") from None
+    finally:
+        pdf.close()
+
+
+def _image_page(path: Path, page: int, width: int):
+    from PIL import Image
+
+    from ragchat.ingest.ocr import image_frames
+
+    total, frames = image_frames(path, page)
+    if not 1 <= page <= total:
+        frames.close()
+        raise LoadError(f"no page {page}: the image has {total} page(s)", reason="missing")
+    try:
+        for number, frame in enumerate(frames, 1):
+            if number == page:
+                image = frame.convert("RGB")
+                height = max(1, round(image.height * width / image.width))
+                if width * height > MAX_VIEW_PIXELS:
+                    height = MAX_VIEW_PIXELS // width
+                return image.resize((width, height), Image.Resampling.LANCZOS)
+    finally:
+        frames.close()
+    raise LoadError(f"no page {page} in the image", reason="missing")
+
+
+class PngCache:
+    """The most recently used page images, within `max_bytes` in all (least recently used go first).
+
+    Keys should say what was rendered and from which bytes, e.g. (document id, content hash, page,
+    width), so that a changed document never shows an old page. Thread-safe."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if len(data) > self.max_bytes:  # larger than the whole cache: serve it, keep nothing
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.size -= len(old)
+            self._items[key] = data
+            self.size += len(data)
+            while self.size > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self.size -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._items)
