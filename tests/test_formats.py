@@ -103,6 +103,18 @@ def test_eml_has_headers_body_and_attachment_names(tmp_path):
     )
 
 
+def test_eml_in_gb2312_with_a_mislabelled_charset_still_decodes(tmp_path):
+    body = "通义千问支持中文问答，并且可以免费商用。".encode("gbk")
+    raw = (b"Subject: =?gb2312?B?" + __import__("base64").b64encode("周报".encode("gb2312")) + b"?=\r\n"
+           b"From: a@example.com\r\nContent-Type: text/plain; charset=utf-8\r\n"  # wrong: the bytes are GBK
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body)
+    path = tmp_path / "gbk.eml"
+    path.write_bytes(raw)
+    text = load(path).pages[0].text
+    assert text.startswith("Subject: 周报\nFrom: a@example.com")
+    assert text.endswith("通义千问支持中文问答，并且可以免费商用。")
+
+
 def test_eml_with_only_html_is_read_as_text(tmp_path):
     text = load(samples.eml(tmp_path / "html.eml", html_only=True)).pages[0].text
     assert text.endswith("The kelp order ships Friday.")
