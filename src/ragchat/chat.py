@@ -28,7 +28,8 @@ from ragchat.llm import LLMGate, ResolvedLLM, stream_text
 from ragchat.retrieve import Filters, Hit, Retriever
 
 NO_DOCUMENTS = (
-    "There are no documents to search yet. Drop PDF, text, Markdown or HTML files on the page "
+    "There are no documents to search yet. Drop PDF, Word, PowerPoint, Excel, CSV, EPUB, e-mail, image, "
+    "text, Markdown or HTML files on the page "
     "(or run `ragchat ingest PATH`), then ask again."
 )
 NOT_FOUND = "I could not find anything about this in your documents, so I won't guess. Try other words, or add a document that covers it."
