@@ -100,6 +100,10 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD) -> tuple[s
         scores = {sid: support(sentence, by_id[sid].text, terms[sid]) for sid in by_id}
         best = max(scores, key=lambda sid: (scores[sid], sid in cited, -sid)) if scores else None
         good = [sid for sid in cited if scores[sid] >= threshold]
+        if good and set(good) == set(cited):  # right as written: left exactly as the model wrote it
+            verdicts.append(Verdict(sentence, cited, good[0], scores[good[0]], True))
+            out.append(sentence)
+            continue
         if good:
             verdict = Verdict(sentence, cited, good[0], scores[good[0]], True)
             mark = "".join(f" [{sid}]" for sid in good)
