@@ -30,7 +30,7 @@ done
 run_s=$(since "$t0")
 until curl -sf "http://127.0.0.1:$PORT/ragchat/status" | grep -q '"ready"'; do sleep 1; done
 ready_s=$(since "$t0")
-kill -TERM -- -$pid 2>/dev/null || true
+kill -TERM -$pid 2>/dev/null || true  # the whole process group (dash has no "kill --")
 wait $pid 2>/dev/null || true
 
 fresh test
@@ -43,7 +43,7 @@ until grep -q "test session starts" "$WORK/test.log"; do
   sleep 1
 done
 test_s=$(since "$t0")
-kill -TERM -- -$pid 2>/dev/null || true
+kill -TERM -$pid 2>/dev/null || true  # the whole process group (dash has no "kill --")
 wait $pid 2>/dev/null || true
 
 printf 'make run: page served after %.0f s, models ready after %.0f s\n' "$run_s" "$ready_s"
