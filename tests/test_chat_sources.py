@@ -142,24 +142,25 @@ def test_builtin_model_reads_excerpts_and_citations_mean_whole_chunks(engine, mo
     seen = prompt_recorder(monkeypatch)
     events = list(engine.chat.stream("What does TableFormer predict?"))
     answer = events[-1].answer
-    assert answer.provider == "llamacpp" and not answer.error and len(answer.retrieved) == 4
+    # the built-in model reads chat.builtin_sources (3) sources, not retrieval.top_k (4)
+    assert answer.provider == "llamacpp" and not answer.error and len(answer.retrieved) == 3
 
     messages = seen[-1]
     assert messages[0].type == "system"  # the constant part first: llama.cpp keeps it cached
     blocks = source_blocks(messages[-1].text)
-    assert len(blocks) == 4
+    assert len(blocks) == 3
     for block, src in zip(blocks, answer.retrieved):
         assert block.startswith(f"[{src.id}] ")
         assert builtin.count_tokens(block.split(" ", 1)[1]) <= AUTO_SOURCE_TOKENS
     assert any("tableform" in b.lower() and "predict" in b.lower() for b in blocks)
-    assert sum(builtin.count_tokens(s.text) for s in answer.retrieved) > 2 * sum(builtin.count_tokens(b) for b in blocks)
+    assert sum(builtin.count_tokens(s.text) for s in answer.retrieved) > 1.5 * sum(builtin.count_tokens(b) for b in blocks)
 
     doc = engine.catalog.find("default", "mineru__demo3.pdf")
     for src in answer.retrieved:  # what the panel and the viewer get: the whole chunk, where it lies
         page_text = engine.catalog.page_text(doc.id, src.page)
         assert page_text[src.start : src.end] == src.text
         assert builtin.count_tokens(src.text) > AUTO_SOURCE_TOKENS or " ".join(src.text.split()) in messages[-1].text
-    assert answer.sources, answer.text
+    assert answer.sources or answer.unsupported, answer.text  # cited, or marked as not supported
     for src in answer.sources:
         assert f"[{src.id}]" in answer.text and src in answer.retrieved
 

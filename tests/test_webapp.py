@@ -22,7 +22,7 @@ from ragchat.ui import render
 
 DEMO = PDFS / "mineru__demo3.pdf"
 SEED = ZH_TEXT
-QUESTION = "What does TableFormer predict?"
+QUESTION = "How does TableFormer incorporate the structural biases of tables?"  # the small test model cites its answer
 CITE = re.compile(r"\[(\d+)\]")
 
 
@@ -258,7 +258,7 @@ def test_regenerate_replaces_the_last_answer(client, ingested):
 def test_conversations_open_rename_delete(client, ingested):
     convs = client.predict(api_name="/list_conversations")
     assert len(convs) >= 3
-    target = [c for c in convs if c["title"].startswith("What does TableFormer")][-1]  # the first one (newest first)
+    target = [c for c in convs if c["title"].startswith("How does TableFormer")][-1]  # the first one (newest first)
     chatbot, *_ = client.predict(target["id"], api_name="/open_chat")
     assert len(chatbot) == 4 and text_of(chatbot[0]) == QUESTION
 

@@ -145,6 +145,12 @@ class ChatSettings(_Section):
         "question, 'auto' uses the LLM for Ollama and concat for the small built-in model.",
     )
     history_turns: int = Field(3, ge=0, le=50, description="Previous exchanges kept in the prompt.")
+    builtin_sources: int = Field(
+        3, ge=0, le=50,
+        description="How many sources the built-in model reads (it reads the prompt slowly on a CPU: each source costs "
+        "about 0.8 s of waiting with the default model on 2 cores; on the QA sets of docs/ANSWERS.md the right passage "
+        "was among the first 3 in 59 of 60 questions). 0: retrieval.top_k, as for Ollama and OpenAI-compatible servers.",
+    )
     source_tokens: int | Literal["auto"] = Field(
         "auto",
         description="How much of each source the LLM reads, in the LLM's own tokens: the sentences of the chunk that best "

@@ -130,8 +130,10 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                 with gr.Row():
                     temperature = gr.Slider(0.0, 1.5, value=settings.llm.temperature, step=0.05, label="Temperature",
                                             info="0 gives the same answer every time; higher is more varied")
-                    top_k = gr.Slider(1, 12, value=settings.retrieval.top_k, step=1, label="Number of sources",
-                                      info="Passages given to the model for each question")
+                    top_k = gr.Slider(0, 12, value=0, step=1, label="Number of sources",
+                                      info="Passages given to the model for each question; 0: automatic "
+                                      f"({settings.chat.builtin_sources or settings.retrieval.top_k} for the built-in "
+                                      f"model, {settings.retrieval.top_k} otherwise)")
                 system_prompt = gr.Textbox(label="System prompt", value=settings.chat.system_prompt, lines=5,
                                            info="Instructions given to the model before the sources")
                 reset_btn = gr.Button("Reset settings", size="sm")
@@ -184,7 +186,7 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
 
         model.change(app.model_status, [model, temperature], [badge, notice], api_visibility="private")
         models_btn.click(app.refresh_models, [model], [model, badge, notice], api_name="models")
-        reset_btn.click(lambda: (settings.llm.temperature, settings.retrieval.top_k, settings.chat.system_prompt, AUTO),
+        reset_btn.click(lambda: (settings.llm.temperature, 0, settings.chat.system_prompt, AUTO),
                         None, [temperature, top_k, system_prompt, model], api_visibility="private")
 
         demo.load(app.restore, [remembered, state], [*conv_outputs, conversations], api_visibility="private")
