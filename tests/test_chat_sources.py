@@ -142,13 +142,12 @@ def test_builtin_model_reads_excerpts_and_citations_mean_whole_chunks(engine, mo
     seen = prompt_recorder(monkeypatch)
     events = list(engine.chat.stream("What does TableFormer predict?"))
     answer = events[-1].answer
-    # the built-in model reads chat.builtin_sources (3) sources, not retrieval.top_k (4)
-    assert answer.provider == "llamacpp" and not answer.error and len(answer.retrieved) == 3
+    assert answer.provider == "llamacpp" and not answer.error and len(answer.retrieved) == 4
 
     messages = seen[-1]
     assert messages[0].type == "system"  # the constant part first: llama.cpp keeps it cached
     blocks = source_blocks(messages[-1].text)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block, src in zip(blocks, answer.retrieved):
         assert block.startswith(f"[{src.id}] ")
         assert builtin.count_tokens(block.split(" ", 1)[1]) <= AUTO_SOURCE_TOKENS

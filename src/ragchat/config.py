@@ -146,10 +146,10 @@ class ChatSettings(_Section):
     )
     history_turns: int = Field(3, ge=0, le=50, description="Previous exchanges kept in the prompt.")
     builtin_sources: int = Field(
-        3, ge=0, le=50,
-        description="How many sources the built-in model reads (it reads the prompt slowly on a CPU: each source costs "
-        "about 0.8 s of waiting with the default model on 2 cores; on the QA sets of docs/ANSWERS.md the right passage "
-        "was among the first 3 in 59 of 60 questions). 0: retrieval.top_k, as for Ollama and OpenAI-compatible servers.",
+        0, ge=0, le=50,
+        description="How many sources the built-in model reads, if not retrieval.top_k (0). Fewer sources make a shorter "
+        "prompt, which the built-in model reads slowly on a CPU; but 3 instead of 4 lowered ClapNQ's answer accuracy "
+        "(docs/ANSWERS.md), so the default keeps retrieval.top_k.",
     )
     source_tokens: int | Literal["auto"] = Field(
         "auto",
