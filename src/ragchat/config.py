@@ -129,6 +129,12 @@ class IngestSettings(_Section):
         "'force': every PDF page; 'off': never (scanned PDFs and images are refused). Each OCR'd page gets the whole "
         "parse_timeout_s. Needs the tesseract-ocr, tesseract-ocr-eng and tesseract-ocr-chi-sim packages.",
     )
+    pdf_tables: bool = Field(
+        True,
+        description="Write the ruled tables of PDF pages (cells drawn with lines) as Markdown tables, so that every chunk "
+        "of a table repeats its header row. Pages with drawn lines are read a second time (pdfplumber), which made "
+        "parsing table-heavy PDFs about 3 times slower (docs/RETRIEVAL.md); pages without lines cost almost nothing.",
+    )
 
 
 class ChatSettings(_Section):

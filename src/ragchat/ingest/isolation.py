@@ -124,8 +124,19 @@ class IsolatedLoader:
         job = ("render", str(path), password, page, width)
         return self._dispatcher.submit(self._run, job, None).result()
 
+    def page_chars(self, path: Path, page: int, password: str | None = None) -> tuple[str, list]:
+        """The characters of a PDF page's text layer and their boxes, read in the worker (see
+        ``rendering.page_chars``). Raises LoadError."""
+        path = Path(path)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this IsolatedLoader is closed")
+        self.check_file(path)
+        return self._dispatcher.submit(self._run, ("chars", str(path), password, page), None).result()
+
     def _parse(self, path: Path, password: str | None, on_progress: OnProgress | None = None) -> LoadedDocument:
-        job = ("load", str(path), password, self._settings.max_pages, self._settings.ocr, self._settings.parse_timeout_s)
+        job = ("load", str(path), password, self._settings.max_pages, self._settings.ocr, self._settings.parse_timeout_s,
+               self._settings.pdf_tables)
         return self._run(job, on_progress)
 
     def _run(self, job: tuple, on_progress: OnProgress | None = None):
@@ -255,8 +266,8 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _worker_main(conn, memory_mb: int) -> None:
-    """Loop of the worker process: receive ("load", path, password, max_pages, ocr, timeout_s) or
-    ("render", path, password, page, width), send back ("progress", message, done, total) tuples
+    """Loop of the worker process: receive ("load", path, password, max_pages, ocr, timeout_s, pdf_tables),
+    ("render", path, password, page, width) or ("chars", path, password, page), send back ("progress", message, done, total) tuples
     while reading, then one reply tuple."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the app, which then stops us
     # Import the parsers first, so that the memory limit counts parsing alone.
@@ -287,9 +298,15 @@ def _worker_main(conn, memory_mb: int) -> None:
 
                 _, path, password, page, width = job
                 reply = ("ok", render_png(Path(path), page, width, password))
+            elif job[0] == "chars":
+                from ragchat.ingest.rendering import page_chars
+
+                _, path, password, page = job
+                reply = ("ok", page_chars(Path(path), page, password))
             else:
-                _, path, password, max_pages, ocr, timeout_s = job
-                reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress))
+                _, path, password, max_pages, ocr, timeout_s, pdf_tables = job
+                reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress,
+                                            pdf_tables=pdf_tables))
         except LoadError as exc:
             reply = ("error", str(exc), exc.reason)
         except MemoryError:

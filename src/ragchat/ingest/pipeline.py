@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 from ragchat.access import owned_collection
 from ragchat.analysis import analyze
 from ragchat.errors import LoadError
-from ragchat.ingest.chunking import Chunk, chunk_pages
+from ragchat.ingest.chunking import Chunk, chunk_id, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.store.catalog import Catalog, DocInfo
 from ragchat.store.lexical import LexicalIndex
@@ -206,6 +206,7 @@ class Ingestor:
             doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=parse.sha256, size=parse.size,
             kind=doc.kind, pages=pages, embed_model=self.embedder.model_id, original=original,
         )
+        self.catalog.set_page_boxes(doc_id, [(p.number, p.boxes) for p in doc.pages if p.boxes])  # OCR'd pages
         # Copied only once the catalog says "indexing": a crash before this point leaves the old
         # version done with its old original, a crash after it leaves a document recovery redoes.
         self._keep_original(f.path, original)
@@ -289,6 +290,47 @@ class Ingestor:
             tmp = dest.with_suffix(dest.suffix + ".part")
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
+
+    def adopt(self, donor_id: str, f: SourceFile, collection: str, sha256: str, owner: str | None = None,
+              on_event: Callable[[FileEvent], None] | None = None) -> FileResult | None:
+        """Index file f, whose content hash is sha256, by re-using the pages, chunks and vectors of
+        the indexed document donor_id with the same content (a renamed or copied file): nothing is
+        parsed or embedded, only re-keyed under f's source. The donor is left as it is. None when
+        the donor is not a finished document of this content and model, or its vectors are
+        incomplete: then the caller ingests f instead. Crash-safe like ingest (the new document is
+        "indexing" until its last write, and its original is stored first, for recovery)."""
+        emit = on_event or (lambda e: None)
+        collection, owner = owned_collection(collection, owner)
+        doc_id = doc_id_for(collection, f.source)
+        with self._lock:
+            donor = self.catalog.get(donor_id)
+            if (donor is None or donor.status != "done" or donor.sha256 != sha256 or doc_id == donor_id
+                    or donor.embed_model != self.embedder.model_id):
+                return None
+            rows = self.catalog.chunks_of(donor_id)
+            stored = self.vectors.vectors_of([r.id for r in rows])
+            if not rows or len(stored) != len(rows):
+                return None
+            old = self.catalog.get(doc_id)
+            original = self._original_name(f.path, doc_id)
+            old_ids = self.catalog.begin_document(
+                doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=sha256, size=donor.size,
+                kind=donor.kind, pages=self.catalog.pages_of(donor_id), embed_model=donor.embed_model, original=original,
+            )
+            self._keep_original(f.path, original)
+            self.vectors.delete(old_ids)
+            self.lexical.delete(old_ids)
+            chunks = [Chunk(chunk_id(doc_id, sha256, r.page, r.start, r.end), r.seq, r.page, r.start, r.end, r.text)
+                      for r in rows]
+            metas = [{**stored[r.id][1], "doc_id": doc_id, "source": f.source, "collection": collection} for r in rows]
+            self.vectors.add([c.id for c in chunks], [stored[r.id][0] for r in rows], metas)
+            self.lexical.add((c.id, doc_id, collection, c.text) for c in chunks)
+            self.catalog.add_chunks((doc_id, c) for c in chunks)
+            n = self.catalog.finish_document(doc_id)
+        result = FileResult(f.source, "updated" if old is not None and old.status == "done" else "added", chunks=n,
+                            doc_id=doc_id)
+        emit(FileEvent(f.source, "done", n, n, message=result.line()))
+        return result
 
     def remove(self, doc_id: str) -> bool:
         info = self.catalog.get(doc_id)

@@ -5,10 +5,13 @@ down when that would exceed ``ocr.OCR_MAX_PIXELS``, so a page that claims to be 
 no more memory than an A3 page. For showing a cited page as it looks, ``render_png`` draws a page of
 a PDF (or a page of an image file) in colour at a given width, as PNG bytes; it is meant to run in
 the isolated worker (``IsolatedLoader.render``), since a hostile PDF can hang or crash PDFium, and
-``PngCache`` keeps the most recent renderings within a byte budget.
+``PngCache`` keeps the most recent renderings within a byte budget. ``page_chars`` reads the
+characters of a page's text layer with their boxes, so that the viewer can find a passage on the
+page (``ragchat.ingest.boxes``); it too runs in the worker.
 
 Left out: annotations and form fields are drawn as PDFium draws them by default; highlights are
-drawn by the viewer, not here; the web route that serves pages (and its access checks) is not here.
+drawn by the viewer (``ragchat.ui.pageview``), not here; the web route that serves pages (and its
+access checks) is not here.
 """
 
 from __future__ import annotations
@@ -132,6 +135,59 @@ def _image_page(path: Path, page: int, width: int):
     finally:
         frames.close()
     raise LoadError(f"no page {page} in the image", reason="missing")
+
+
+def page_chars(path: Path, page: int, password: str | None = None) -> tuple[str, list[tuple[float, float, float, float]]]:
+    """The text layer of PDF page `page` (1-based) as PDFium reads it: (text, one box per character of
+    the text). Boxes are (x0, y0, x1, y1) fractions of the page as drawn by ``render_png`` (top left
+    is 0, 0; crop box and /Rotate applied); characters PDFium adds itself (spaces, line breaks) get
+    (0, 0, 0, 0). Raises LoadError."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdf = pdfium.PdfDocument(str(path), password=password or None)
+    except pdfium.PdfiumError as exc:
+        raise LoadError(f"corrupt PDF: PDFium cannot open it ({exc})", reason="corrupt") from None
+    try:
+        if not 1 <= page <= len(pdf):
+            raise LoadError(f"no page {page}: the PDF has {len(pdf)} pages", reason="missing")
+        handle = pdf[page - 1]
+        textpage = handle.get_textpage()
+        try:
+            count = textpage.count_chars()
+            text = textpage.get_text_range(0, count) if count else ""
+            if len(text) != count:  # surrogate pairs or odd fonts: one character at a time instead
+                text = "".join(chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i) or 32) for i in range(count))
+            w, h = handle.get_size()
+            # PDF points -> device pixels of a large virtual rendering, which applies the crop box
+            # and the page's rotation exactly as rendering does.
+            dev_w, dev_h = 100_000, max(1, round(100_000 * h / max(1.0, w)))
+            x, y = ctypes.c_int(), ctypes.c_int()
+
+            def device(px: float, py: float) -> tuple[float, float]:
+                pdfium_c.FPDF_PageToDevice(handle.raw, 0, 0, dev_w, dev_h, 0, ctypes.c_double(px), ctypes.c_double(py),
+                                           ctypes.byref(x), ctypes.byref(y))
+                return x.value / dev_w, y.value / dev_h
+
+            boxes = []
+            for i in range(count):
+                left, bottom, right, top = textpage.get_charbox(i, loose=True)
+                if right <= left and top <= bottom:
+                    boxes.append((0.0, 0.0, 0.0, 0.0))
+                    continue
+                (ax, ay), (bx, by) = device(left, bottom), device(right, top)
+                boxes.append((round(min(ax, bx), 5), round(min(ay, by), 5), round(max(ax, bx), 5), round(max(ay, by), 5)))
+            return text, boxes
+        finally:
+            textpage.close()
+            handle.close()
+    except pdfium.PdfiumError as exc:
+        raise LoadError(f"corrupt PDF: page {page} cannot be read ({exc})", reason="corrupt") from None
+    finally:
+        pdf.close()
 
 
 class PngCache:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -28,11 +29,16 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ragchat.errors import StoreError
 from ragchat.ingest.chunking import Chunk
 
 
@@ -72,6 +78,18 @@ class PageRow(Base):
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     text: Mapped[str] = mapped_column(Text)
+
+
+class PageBoxesRow(Base):
+    """Word boxes of an OCR'd page: [[start, end, x0, y0, x1, y1], ...], spans in the page's text and
+    rectangles as fractions of the page (ragchat.ingest.boxes). Pages with a text layer have none:
+    their boxes are found when the page is shown. A table of its own, so older stores just gain it."""
+
+    __tablename__ = "page_boxes"
+
+    doc_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    page: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[list] = mapped_column(JSON)
 
 
 class ChunkRow(Base):
@@ -137,6 +155,43 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class Change(Base):
+    """One row per change of a document's searchable state (it started or finished indexing, or
+    was removed), in commit order: other servers follow it to keep their BM25 caches in step."""
+
+    __tablename__ = "changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    doc_id: Mapped[str] = mapped_column(String(32), index=True)  # no foreign key: removals are logged too
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class JobRow(Base):
+    """The ingestion queue of shared mode (ragchat.queue): any server or worker process may take a job."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # ingest | reindex | remove
+    doc_id: Mapped[str] = mapped_column(String(32), index=True)
+    collection: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(1024))
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # staged upload, relative to the store
+    password: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # cleared when the job ends
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed
+    stage: Mapped[str] = mapped_column(String(16), default="queued")  # the FileEvent stage shown to people
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 @dataclass(frozen=True)
 class DocInfo:
     id: str
@@ -176,17 +231,31 @@ def _info(d: Document) -> DocInfo:
 
 
 class Catalog:
-    def __init__(self, url: str):
+    """shared: other processes write to this catalog too, so what is cached here (the searchable
+    documents) is checked against the change log instead of trusted until this process changes it."""
+
+    def __init__(self, url: str, shared: bool = False):
         kwargs: dict = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:  # a server: replace connections it dropped (restart, failover) instead of failing on them
+            kwargs["pool_pre_ping"] = True
+            if url.startswith("postgresql"):
+                kwargs["connect_args"] = {"connect_timeout": 5}
+        self.url = url
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise _unreachable(url, exc) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
+        self._shared = shared
         self._searchable: frozenset[str] | None = None
+        self._searchable_seq: int | None = None
 
     def session(self) -> Session:
         return self._session()
@@ -246,6 +315,7 @@ class Catalog:
             d.owner, d.sha256, d.size, d.kind, d.pages = owner, sha256, size, kind, len(pages)
             d.chunks, d.status, d.error, d.embed_model, d.original = 0, "indexing", None, embed_model, original
             d.updated_at = _now()
+            _log_change(s, doc_id)
             s.flush()
             s.add_all(PageRow(doc_id=doc_id, idx=i, number=n, text=t) for i, (n, t) in enumerate(pages))
         self._invalidate()
@@ -262,6 +332,7 @@ class Catalog:
         with self.session() as s, s.begin():
             n = s.scalar(select(func.count()).select_from(ChunkRow).where(ChunkRow.doc_id == doc_id)) or 0
             s.execute(update(Document).where(Document.id == doc_id).values(status="done", chunks=n, error=None, updated_at=_now()))
+            _log_change(s, doc_id)
         self._invalidate()
         return n
 
@@ -283,13 +354,16 @@ class Catalog:
             ids = list(s.scalars(select(ChunkRow.id).where(ChunkRow.doc_id == doc_id)))
             s.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id))
             s.execute(delete(PageRow).where(PageRow.doc_id == doc_id))
+            s.execute(delete(PageBoxesRow).where(PageBoxesRow.doc_id == doc_id))
             s.execute(delete(Document).where(Document.id == doc_id))
+            _log_change(s, doc_id)
         self._invalidate()
         return ids
 
     def mark_indexing(self, doc_id: str) -> None:
         with self.session() as s, s.begin():
             s.execute(update(Document).where(Document.id == doc_id).values(status="indexing", updated_at=_now()))
+            _log_change(s, doc_id)
         self._invalidate()
 
     def unfinished(self) -> list[DocInfo]:
@@ -313,6 +387,27 @@ class Catalog:
             q = q.where(PageRow.number.is_(None)) if page is None else q.where(PageRow.number == page)
             return s.scalar(q.limit(1))
 
+    def set_page_boxes(self, doc_id: str, pages: Iterable[tuple[int, Sequence]]) -> None:
+        """Replace the word boxes of a document's OCR'd pages with these (page number, boxes) pairs.
+        Called after begin_document with the new pages; begin_document itself leaves boxes alone,
+        because reindexing rewrites the same page texts, whose boxes still hold."""
+        rows = [PageBoxesRow(doc_id=doc_id, page=n, data=[list(b) for b in boxes]) for n, boxes in pages if boxes]
+        with self.session() as s, s.begin():
+            s.execute(delete(PageBoxesRow).where(PageBoxesRow.doc_id == doc_id))
+            s.add_all(rows)
+
+    def page_boxes(self, doc_id: str, page: int | None) -> list[tuple] | None:
+        """The stored word boxes of one page, or None when it has none (a text layer, a text file)."""
+        if page is None:
+            return None
+        with self.session() as s:
+            row = s.get(PageBoxesRow, (doc_id, page))
+            return [tuple(b) for b in row.data] if row is not None else None
+
+    def chunk(self, chunk_id: str) -> ChunkRow | None:
+        with self.session() as s:
+            return s.get(ChunkRow, chunk_id)
+
     def count_chunks(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(ChunkRow)) or 0
@@ -332,15 +427,109 @@ class Catalog:
     def searchable_doc_ids(self) -> frozenset[str]:
         """Ids of documents in status done: the only ones whose chunks may be returned."""
         cached = self._searchable
-        if cached is not None:
+        if self._shared:  # another process may have changed documents: one cheap query says whether
+            seq = self.last_change()
+            if cached is not None and seq == self._searchable_seq:
+                return cached
+        elif cached is not None:
             return cached
+        else:
+            seq = None
         with self.session() as s:
             ids = frozenset(s.scalars(select(Document.id).where(Document.status == "done")))
-        self._searchable = ids
+        self._searchable, self._searchable_seq = ids, seq
         return ids
+
+    # ---- the change log (shared mode's BM25 caches follow it) ------------------------------------
+
+    def last_change(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.max(Change.seq))) or 0
+
+    def changes_since(self, seq: int, limit: int = 10000) -> list[tuple[int, str]]:
+        """(seq, doc id) of the changes after seq, oldest first."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(Change.seq, Change.doc_id).where(Change.seq > seq).order_by(Change.seq).limit(limit))]
+
+    def statuses(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """{doc id: status} of those documents that exist."""
+        if not doc_ids:
+            return {}
+        with self.session() as s:
+            return dict(s.execute(select(Document.id, Document.status).where(Document.id.in_(list(doc_ids)))).all())
+
+    def done_chunks_of(self, doc_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
+        """(chunk id, doc id, collection, text) of the given documents that are done."""
+        if not doc_ids:
+            return []
+        q = (select(ChunkRow.id, ChunkRow.doc_id, Document.collection, ChunkRow.text)
+             .join(Document, Document.id == ChunkRow.doc_id)
+             .where(Document.status == "done", Document.id.in_(list(doc_ids))))
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(q)]
 
     def _invalidate(self) -> None:
         self._searchable = None
+
+    # ---- the ingestion queue of shared mode (ragchat.queue runs the jobs) ---------------------------
+
+    def enqueue_job(self, *, kind: str, doc_id: str, collection: str, source: str, owner: str | None,
+                    path: str | None = None, password: str | None = None, force: bool = False) -> str:
+        jid = uuid.uuid4().hex
+        with self.session() as s, s.begin():
+            s.add(JobRow(id=jid, kind=kind, doc_id=doc_id, collection=collection, source=source, owner=owner, path=path,
+                         password=password, force=force, status="queued", created_at=_now(), updated_at=_now()))
+        return jid
+
+    def claim_job(self, worker: str, stale_s: float) -> JobRow | None:
+        """Take the oldest job that is queued, or running in a process that stopped reporting
+        stale_s ago (it died), unless an earlier job on the same document is still pending: the
+        jobs of one document run in order, one at a time. The conditional update is what makes a
+        claim exclusive: of two processes racing for a job, the second one's update matches no row."""
+        stale = _now() - timedelta(seconds=stale_s)
+        claimable = or_(JobRow.status == "queued", (JobRow.status == "running") & (JobRow.heartbeat_at < stale))
+        with self.session() as s:
+            candidates = list(s.scalars(select(JobRow).where(claimable).order_by(JobRow.created_at).limit(50)))
+        for job in candidates:
+            with self.session() as s, s.begin():
+                earlier = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.doc_id == job.doc_id, JobRow.id != job.id,
+                    or_((JobRow.status == "running") & (JobRow.heartbeat_at >= stale),
+                        (JobRow.status == "queued") & (JobRow.created_at < job.created_at))))
+                if earlier:
+                    continue
+                won = s.execute(update(JobRow).where(JobRow.id == job.id, claimable).values(
+                    status="running", worker=worker, attempts=JobRow.attempts + 1, heartbeat_at=_now(), updated_at=_now(),
+                )).rowcount
+            if won == 1:
+                with self.session() as s:
+                    return s.get(JobRow, job.id)
+        return None
+
+    def report_job(self, job_id: str, worker: str, *, stage: str | None = None, done: int | None = None,
+                   total: int | None = None, message: str | None = None) -> bool:
+        """Progress and heartbeat of a running job; False when another process has taken it over."""
+        values: dict = {"heartbeat_at": _now(), "updated_at": _now()}
+        for key, value in (("stage", stage), ("done", done), ("total", total), ("message", message)):
+            if value is not None:
+                values[key] = value
+        with self.session() as s, s.begin():
+            return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker,
+                                                  JobRow.status == "running").values(**values)).rowcount == 1
+
+    def finish_job(self, job_id: str, worker: str, *, status: str, stage: str, message: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
+                status=status, stage=stage, message=message, password=None, updated_at=_now()))
+
+    def jobs(self, ids: Sequence[str]) -> list[JobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.id.in_(list(ids)))))
+
+    def pending_jobs(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status.in_(["queued", "running"]))) or 0
 
     # ---- conversations -----------------------------------------------------------------------
 
@@ -389,6 +578,26 @@ class Catalog:
                     s.delete(r)
                 return rows[1].content
         return None
+
+
+def _unreachable(url: str, exc: OperationalError) -> StoreError:
+    safe = make_url(url).render_as_string(hide_password=True)
+    reason = " ".join(str(exc.orig or exc).split())[:300]
+    if url.startswith("sqlite"):
+        return StoreError(f"cannot open the catalog {safe}: {reason}")
+    return StoreError(
+        f"the catalog database at {safe} is not reachable ({reason}); start the server (for Debian's PostgreSQL: "
+        "`pg_ctlcluster 15 main start`), or fix catalog_url"
+    )
+
+
+def _log_change(s: Session, doc_id: str) -> None:
+    """Append to the change log inside the caller's transaction. On PostgreSQL the table lock makes
+    sequence order equal commit order, so a follower reading "after seq N" never skips a change that
+    committed late with a smaller number. Held for the rest of a short transaction."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE"))
+    s.add(Change(doc_id=doc_id))
 
 
 def _owned(owner: str | None):

@@ -31,7 +31,7 @@ from ragchat.chat import ChatOptions, cite
 from ragchat.errors import RagchatError
 from ragchat.llm import BUILTIN
 from ragchat.retrieve import Filters
-from ragchat.ui import render
+from ragchat.ui import pageview, render
 from ragchat.ui.jobs import IngestJobs
 
 log = logging.getLogger(__name__)
@@ -439,7 +439,11 @@ class WebApp:
             doc = None
         page_text = self.engine.catalog.page_text(doc.id, source.get("page")) if doc is not None else None
         url = f"ragchat/original/{doc.id}" if doc is not None and doc.original else None
-        return render.passage_html(source, page_text, original_url=url, is_pdf=doc is not None and doc.kind == "pdf")
+        picture = None
+        if url and pageview.has_page_image(doc.kind, source.get("page")):
+            picture = pageview.page_url(doc.id, source["page"], source.get("chunk_id"))
+        return render.passage_html(source, page_text, original_url=url, is_pdf=doc is not None and doc.kind == "pdf",
+                                   page_image=picture)
 
     def source_clicked(self, state: dict, request: gr.Request, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}

@@ -178,9 +178,11 @@ def viewer_placeholder() -> str:
 
 
 def passage_html(source: Mapping, page_text: str | None, *, original_url: str | None = None,
-                 is_pdf: bool = False) -> str:
-    """The passage in context: the page's text with the cited passage marked, plus (for PDFs) a
-    link to the stored original at that page and a fold-out that embeds it."""
+                 is_pdf: bool = False, page_image: str | None = None) -> str:
+    """The passage in context: the page as a picture with the passage highlighted on it (page_image,
+    the URL of ragchat.ui.pageview's route, for PDFs and images), then the page's text with the cited
+    passage marked, plus (for PDFs) a link to the stored original at that page, and a fold-out that
+    embeds it when there is no picture."""
     name = html.escape(str(source.get("source", "")))
     page = source.get("page")
     passage = str(source.get("text", ""))
@@ -198,10 +200,15 @@ def passage_html(source: Mapping, page_text: str | None, *, original_url: str | 
         label = f"Open the PDF at page {page}" if is_pdf and page is not None else "Open the original file"
         links = (f'<div class="rc-viewer-links"><a href="{html.escape(target)}" target="_blank" rel="noopener">{label} ↗</a>'
                  "</div>")
-        if is_pdf:
+        if is_pdf and not page_image:
             links += (f'<details class="rc-pdf"><summary>Show the PDF page here</summary>'
                       f'<iframe loading="lazy" title="{name}" src="{html.escape(target)}"></iframe></details>')
-    return f'<div class="rc-viewer">{head}{links}{body}</div>'
+    picture = ""
+    if page_image:
+        alt = f"{page_label(page) or 'The page'} of {source.get('source', '')}, with the passage highlighted"
+        picture = (f'<div class="rc-page-image"><img src="{html.escape(page_image)}" alt="{html.escape(alt)}" '
+                   'decoding="async"></div>')
+    return f'<div class="rc-viewer">{head}{links}{picture}{body}</div>'
 
 
 def _highlight(page_text: str, passage: str, start, end) -> str:

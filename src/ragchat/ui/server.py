@@ -24,7 +24,8 @@ Endpoints a Gradio client can call (``gradio_client.Client(url).predict(..., api
 ======================  ==========================================================================
 
 Plain HTTP routes: ``GET /ragchat/original/{doc_id}`` (the stored original, PDFs inline so the
-browser opens them at ``#page=N``), ``GET /ragchat/health`` and ``GET /ragchat/status``
+browser opens them at ``#page=N``), ``GET /ragchat/page/{doc_id}/{page}.png?chunk=ID&w=WIDTH`` (a
+page of a PDF or image drawn as PNG with a chunk highlighted; the same access rule), ``GET /ragchat/health`` and ``GET /ragchat/status``
 (``{"models": "loading" | "ready" | "failed"}``).
 
 Start-up: the page is served as soon as the web server runs. The embedding model, Chroma, the BM25
@@ -40,11 +41,14 @@ import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ragchat import auth
 from ragchat.api import install_api
+from ragchat.queue import QueueWorker
 from ragchat.config import Settings
+from ragchat.errors import LoadError
+from ragchat.ui.pageview import DEFAULT_WIDTH, PageViews, has_page_image
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +88,9 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     def status() -> JSONResponse:
         return JSONResponse({"models": warmup.state if warmup else "ready"})
 
-    @app.get("/ragchat/original/{doc_id}")
-    def original(doc_id: str, request: Request):
-        """The stored original of a document, for the passage viewer's "open the PDF at page N"."""
+    def readable_original(doc_id: str, request: Request):
+        """(document, path of its stored original), or 404: for an unknown document and for one this
+        request may not read alike, so that a 404 tells nobody that a document exists."""
         if not _DOC_ID.fullmatch(doc_id):
             raise HTTPException(404)
         info = engine.catalog.get(doc_id)
@@ -96,6 +100,12 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
         path = (engine.store / info.original).resolve()
         if not path.is_relative_to(files) or not path.is_file():
             raise HTTPException(404)
+        return info, path
+
+    @app.get("/ragchat/original/{doc_id}")
+    def original(doc_id: str, request: Request):
+        """The stored original of a document, for the passage viewer's "open the PDF at page N"."""
+        info, path = readable_original(doc_id, request)
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"}
         name = Path(info.source).name
         if info.kind == "pdf":
@@ -105,6 +115,27 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
         headers["Content-Security-Policy"] = "sandbox"
         return FileResponse(path, media_type="text/plain; charset=utf-8", filename=name,
                             content_disposition_type="inline", headers=headers)
+
+    page_views = PageViews(engine.catalog, engine.store, settings.ingest)
+    app.state.page_views = page_views
+
+    @app.get("/ragchat/page/{doc_id}/{page}.png")
+    def page_image(doc_id: str, page: str, request: Request, chunk: str | None = None, w: int | None = None):
+        """A page of a PDF or image document as PNG, `w` pixels wide, with chunk `chunk` of that
+        page highlighted (ragchat.ui.pageview). The same access rule as the original's."""
+        info, path = readable_original(doc_id, request)
+        if not page.isdigit() or not has_page_image(info.kind, int(page)):
+            raise HTTPException(404)
+        number = int(page)
+        row = engine.catalog.chunk(chunk) if chunk else None
+        if row is not None and (row.doc_id != info.id or row.page != number):
+            row = None  # a chunk of another page, or gone since (the document changed): the page alone
+        try:
+            data = page_views.png(info, path, number, w or DEFAULT_WIDTH, row)
+        except LoadError as exc:
+            raise HTTPException(404, detail=f"this page cannot be shown: {exc}") from None
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"}
+        return Response(data, media_type="image/png", headers=headers)
 
     # Login (when users exist), CORS and Host checks in front of every route, Gradio's included.
     security = auth.install_web_security(app, settings, engine.catalog)
@@ -150,8 +181,8 @@ class Warmup:
             engine.retriever
             engine.ingestor
             self.state = "ready"
-            if engine.catalog.unfinished():
-                results = engine.ingestor.recover()
+            if not engine.shared and engine.catalog.unfinished():
+                results = engine.recover()
                 log.warning("resumed %d interrupted file(s)", len(results))
         except Exception:
             log.exception("warm-up failed")
@@ -169,6 +200,8 @@ def serve(settings: Settings) -> None:
     try:
         # Refuse a non-loopback bind without login before anything is served.
         auth.require_auth_for_bind(settings.server.host, settings, auth.user_count(engine.catalog))
+        engine.check_services()  # shared mode: one clear line when the Chroma server is away
+        worker = QueueWorker(engine).start() if engine.shared and settings.shared.worker else None
         warmup = Warmup(engine)
         app, _ = build_app(engine, warmup=warmup)
         warmup.start()
@@ -177,7 +210,12 @@ def serve(settings: Settings) -> None:
         uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning",
                     timeout_graceful_shutdown=2)
     finally:
+        if locals().get("worker") is not None:
+            worker.stop()
         webapp = getattr(getattr(locals().get("app"), "state", None), "webapp", None)
         if webapp is not None:
             webapp.jobs.close()
+        views = getattr(getattr(locals().get("app"), "state", None), "page_views", None)
+        if views is not None:
+            views.close()
         engine.close()

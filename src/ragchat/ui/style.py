@@ -154,6 +154,9 @@ footer { display: none !important; }
 .rc-page-text { position: relative; max-height: 300px; overflow-y: auto; white-space: pre-wrap; font-size: 0.86rem;
   line-height: 1.5; padding: 8px 10px; border-radius: 8px; background: var(--background-fill-secondary); }
 .rc-hl { background: #fde68a; color: #1f2937; border-radius: 3px; padding: 1px 0; box-shadow: 0 0 0 2px #fde68a; }
+.rc-page-image { max-height: 70vh; overflow-y: auto; margin-bottom: 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 8px; background: white; }
+.rc-page-image img { display: block; width: 100%; height: auto; }
 .rc-pdf summary { cursor: pointer; font-size: 0.85rem; margin-bottom: 6px; color: var(--body-text-color-subdued); }
 .rc-pdf iframe { width: 100%; height: 480px; border: 1px solid var(--border-color-primary); border-radius: 8px; }
 .rc-note { font-size: 0.85rem; color: var(--body-text-color-subdued); }
