@@ -127,3 +127,18 @@ def launch_app(tmp_path_factory):
     yield launch
     for s in servers:
         s.stop()
+
+
+# ---- shared mode's real services (tests/services.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """PostgreSQL, a Chroma server and an OpenAI-compatible LLM server on loopback ports, for the session."""
+    from services import Services
+
+    started = Services(tmp_path_factory.mktemp("services"))
+    try:
+        yield started.start()
+    finally:
+        started.stop()

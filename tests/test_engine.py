@@ -28,8 +28,22 @@ def ingest(eng, *paths, collection="default", password=None):
     return {r.source: r for r in eng.ingestor.ingest(collect(paths), collection, password=password)}
 
 
+@pytest.fixture(params=["embedded", "shared"])
+def engine(request, settings, tmp_path):
+    """Every test below runs twice: on the embedded store, and in shared mode against the real
+    PostgreSQL and Chroma servers of tests/services.py."""
+    if request.param == "shared":
+        settings = request.getfixturevalue("services").settings(tmp_path / "shared")
+    eng = Engine(settings)
+    yield eng
+    eng.close()
+
+
 def indexes_agree(eng):
-    """Catalog, Chroma and BM25 hold exactly the same chunk ids."""
+    """Catalog, Chroma and BM25 hold exactly the same chunk ids (in shared mode, once this process's
+    BM25 cache has applied the catalog's latest changes)."""
+    if eng.shared:
+        eng.followed_lexical.follow()
     cat = eng.catalog.all_chunk_ids()
     return cat == eng.vectors.chunk_ids() == eng.lexical.chunk_ids()
 
@@ -214,13 +228,15 @@ def test_changed_embedding_model_is_refused_then_reindexed(settings, tmp_path):
         assert eng.retriever.search("zebrafish heart")[0].source == "a.txt"
 
 
-def test_second_process_is_refused(engine):
+def test_second_process_is_refused(settings):
+    engine = Engine(settings)
     code = (
         "import sys\nfrom ragchat.config import load_settings\nfrom ragchat.engine import Engine\n"
         "from ragchat.errors import StoreError\n"
         f"try:\n    Engine(load_settings(store={str(engine.store)!r}))\nexcept StoreError as e:\n    print(e); sys.exit(3)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    engine.close()
     assert out.returncode == 3, out.stderr
     assert "in use by another ragchat process" in out.stdout
 

@@ -186,6 +186,57 @@ class ServerSettings(_Section):
     allowed_origins: list[str] = Field(default_factory=list, description="Extra origins allowed to call the app (CORS).")
 
 
+class SharedSettings(_Section):
+    chroma_url: str = Field(
+        "",
+        description="Shared mode: URL of a Chroma server (`chroma run --path DIR --port 8000`), e.g. http://127.0.0.1:8000. "
+        "Empty: Chroma embedded in the store, one process only. When set, several ragchat servers and `ragchat worker` "
+        "processes share the catalog (catalog_url, a PostgreSQL URL), this Chroma server and the originals in `store`, "
+        "which must then be a folder every server can read and write.",
+    )
+    chroma_database: str = Field(
+        "default_database", description="Chroma database to use on that server, so several deployments can share one."
+    )
+    lexical_cache: Path | None = Field(
+        None,
+        description="Shared mode: local folder where this server keeps its BM25 index, a cache that follows the catalog. "
+        "Empty: ~/.cache/ragchat/lexical. Keep it on a local disk, not on the shared folder.",
+    )
+    follow_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Shared mode: how often a server applies other servers' document changes to its BM25 index."
+    )
+    worker: bool = Field(True, description="Shared mode: whether `ragchat serve` also takes ingestion jobs from the queue.")
+    job_stale_s: float = Field(
+        30.0, ge=2, le=3600,
+        description="Shared mode: a running ingestion job whose process has not reported for this long is taken over by another "
+        "process (its own process died). Workers report every few seconds.",
+    )
+
+
+class WatchFolder(_Section):
+    path: Path = Field(description="A folder to keep in step with a collection (ragchat.watch).")
+    collection: str = Field("", description="The collection that mirrors the folder; empty means the folder's name.")
+
+
+class WatchSettings(_Section):
+    folders: list[WatchFolder] = Field(
+        default_factory=list,
+        description="Folders the web app's server keeps in step with a collection each, like `ragchat watch DIR "
+        "--collection NAME`: new and changed files are ingested, deleted ones removed, renamed ones re-keyed without "
+        "embedding again. A watched collection mirrors its folder: documents added to it otherwise are removed.",
+    )
+    settle_s: float = Field(
+        2.0, ge=0.0, le=3600, description="A file is read only once its size and modification time have not changed "
+        "for this many seconds (so half-written files are waited for).",
+    )
+    polling: bool = Field(
+        False, description="Poll the folder instead of using the system's change notifications (inotify, FSEvents, ...); "
+        "for network folders (NFS, SMB), where notifications do not arrive. Polling is also used when notifications "
+        "cannot be set up.",
+    )
+    poll_interval_s: float = Field(2.0, gt=0.0, le=3600, description="Seconds between two scans when polling.")
+
+
 class Settings(BaseSettings):
     """Everything ragchat can be told. Build it with ``load_settings``."""
 
@@ -206,6 +257,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    shared: SharedSettings = Field(default_factory=SharedSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -221,6 +274,11 @@ class Settings(BaseSettings):
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    @property
+    def shared_mode(self) -> bool:
+        """Several processes on shared services (a Chroma server, a PostgreSQL catalog) instead of one embedded store."""
+        return bool(self.shared.chroma_url)
 
     @property
     def catalog_sqlalchemy_url(self) -> str:

@@ -18,13 +18,15 @@ from ragchat import access
 from ragchat.chat import ChatEngine, ChatOptions
 from ragchat.config import Settings, user_cache_dir
 from ragchat.embeddings import build_embedder
-from ragchat.errors import EmbeddingModelMismatch, StoreError
+from ragchat.errors import ConfigError, EmbeddingModelMismatch, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
+from ragchat.queue import JobQueue
 from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm
 from ragchat.retrieve import Filters, Retriever
 from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LexicalIndex
+from ragchat.store.lexical_follow import FollowedLexicalIndex
 from ragchat.store.vectors import VectorIndex
 
 _RESOLVE_TTL_S = 30.0
@@ -59,16 +61,29 @@ class StoreLock:
 
 
 class Engine:
+    """Embedded mode (the default): catalog, Chroma and BM25 inside the store, one process, held by
+    the store lock. Shared mode (settings.shared_mode): a PostgreSQL catalog, a Chroma server, the
+    originals in the store folder that every process can reach, a BM25 cache per process that
+    follows the catalog, and ingestion through the catalog's job queue (ragchat.queue); any number
+    of processes, no store lock."""
+
     def __init__(self, settings: Settings, *, allow_model_change: bool = False):
         self.settings = settings
         self.store = settings.store
+        self.shared = settings.shared_mode
         self.store.mkdir(parents=True, exist_ok=True)
-        self._lock = StoreLock(self.store)
+        if self.shared and settings.catalog_sqlalchemy_url.startswith("sqlite"):
+            raise ConfigError(
+                "shared.chroma_url is set, so several processes share the catalog: set catalog_url to a PostgreSQL "
+                "server (postgresql+psycopg://USER@HOST:5432/DB); SQLite is for one process (docs/DEPLOY.md)"
+            )
+        self._lock = None if self.shared else StoreLock(self.store)
         try:
-            self.catalog = Catalog(settings.catalog_sqlalchemy_url)
+            self.catalog = Catalog(settings.catalog_sqlalchemy_url, shared=self.shared)
             self.check_embedding_model(allow_model_change)
         except BaseException:
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
             raise
         self.gate = LLMGate(settings.llm.max_concurrent, settings.llm.max_queue)
         self._resolved: dict[tuple, tuple[float, ResolvedLLM]] = {}
@@ -83,10 +98,23 @@ class Engine:
 
     @cached_property
     def vectors(self) -> VectorIndex:
+        if self.shared:
+            return VectorIndex(None, self.embedder, url=self.settings.shared.chroma_url,
+                               database=self.settings.shared.chroma_database)
         return VectorIndex(self.store / "chroma", self.embedder)
 
     @cached_property
+    def followed_lexical(self) -> FollowedLexicalIndex:
+        shared = self.settings.shared
+        followed = FollowedLexicalIndex(self.catalog, shared.lexical_cache or user_cache_dir() / "lexical",
+                                        shared.follow_interval_s)
+        followed.start()
+        return followed
+
+    @cached_property
     def lexical(self) -> LexicalIndex:
+        if self.shared:
+            return self.followed_lexical.index
         index = LexicalIndex(self.store / "lexical")
         if self.catalog.get_meta("lexical_index") != _LEXICAL_FORMAT or (index.count() == 0 and self.catalog.count_chunks()):
             self._rebuild_lexical(index)
@@ -122,6 +150,11 @@ class Engine:
         )
 
     @cached_property
+    def queue(self) -> JobQueue:
+        """Shared mode: ingestion goes through the catalog's job queue, which any process may serve."""
+        return JobQueue(self)
+
+    @cached_property
     def chat(self) -> ChatEngine:
         return ChatEngine(self.settings.chat, self.retriever, self.llm_for, self.gate, self.settings.llm.timeout_s,
                           self.has_documents)
@@ -139,7 +172,26 @@ class Engine:
             )
 
     def reindex(self, on_event=None):
+        if self.shared and self.catalog.pending_jobs():
+            raise ConfigError(
+                "ingestion jobs are queued or running: rebuilding every index must not race them. Stop every ragchat "
+                "server and worker, then run `ragchat reindex` once (docs/DEPLOY.md)"
+            )
         return self.ingestor.reindex(on_event)
+
+    def recover(self, on_event=None):
+        """Finish ingestions a crash interrupted. In shared mode another process may be writing a
+        document right now, so nothing is done here: the job queue hands a dead process's job to
+        another one (ragchat.queue)."""
+        if self.shared:
+            return []
+        return self.ingestor.recover(on_event)
+
+    def check_services(self) -> None:
+        """Raise a StoreError naming the service, its URL and how to start it, when a shared service
+        is not reachable (the catalog's was checked when it was opened)."""
+        if self.shared:
+            self.vectors.open()
 
     def has_documents(self, filters: Filters) -> bool:
         searchable = self.catalog.searchable_doc_ids()
@@ -176,12 +228,17 @@ class Engine:
         return list_ollama_models(self.settings.llm)
 
     def close(self) -> None:
+        if "queue" in self.__dict__:
+            self.queue.close()
         if "loader" in self.__dict__:
             self.loader.close()
-        if "lexical" in self.__dict__:
+        if "followed_lexical" in self.__dict__:
+            self.followed_lexical.close()
+        elif "lexical" in self.__dict__:
             self.lexical.close()
         self.catalog.close()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> "Engine":
         return self

@@ -93,7 +93,8 @@ class BuiltinServer:
     hangs up.
     """
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int, n_parallel: int):
+    def __init__(self, path: str, n_ctx: int, n_threads: int, n_parallel: int, *, host: str = "127.0.0.1", port: int = 0,
+                 key: str | None = None):
         # llama.cpp's OpenMP threads spin while they wait. When the embedder, the web server or
         # another user shares the cores, that spinning starved generation (1-2 tokens/s instead of
         # ~20 with passive waiting). It must be set before OpenMP starts; a value the user exported wins.
@@ -105,15 +106,15 @@ class BuiltinServer:
                 "the built-in model needs xllamacpp: install it with `pip install xllamacpp`, "
                 'or use Ollama (llm.provider = "ollama")'
             ) from exc
-        self.key = secrets.token_urlsafe(24)
+        self.key = secrets.token_urlsafe(24) if key is None else key  # "": no key (ragchat llm-server)
         params = xllamacpp.CommonParams()
         params.model.path = path
         params.n_ctx = n_ctx * n_parallel  # llama.cpp divides the context among the slots
         params.n_parallel = n_parallel
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = n_threads
-        params.hostnames = ["127.0.0.1"]
-        params.port = 0  # any free port
-        params.api_keys = [self.key]
+        params.hostnames = [host]
+        params.port = port  # 0: any free port
+        params.api_keys = [self.key] if self.key else []
         params.verbosity = -1
         params.endpoint_metrics = True
         try:
@@ -121,7 +122,7 @@ class BuiltinServer:
         except Exception as exc:  # llama.cpp reports a bad file only as "Failed to init server"
             raise LLMError(f"cannot load the GGUF model {path}: {exc}; check that the file is a complete GGUF model") from exc
         self.url = self._server.listening_address
-        self.headers = {"Authorization": f"Bearer {self.key}"}
+        self.headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     @functools.lru_cache(maxsize=65536)
     def count_tokens(self, text: str) -> int:
@@ -149,6 +150,14 @@ def builtin_server(path: str, n_ctx: int, n_threads: int = 0, n_parallel: int = 
         if key not in _SERVERS:
             _SERVERS[key] = BuiltinServer(path, n_ctx, n_threads, n_parallel)
         return _SERVERS[key]
+
+
+def serve_builtin(settings: LLMSettings, host: str, port: int, key: str) -> BuiltinServer:
+    """The built-in model as an OpenAI-compatible server for other processes (`ragchat llm-server`):
+    ragchat servers in shared mode reach it with llm.provider = "openai". It runs until the process ends."""
+    s = settings
+    threads = s.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return BuiltinServer(str(_gguf_path(s)), s.context_tokens, threads, s.max_concurrent, host=host, port=port, key=key)
 
 
 class _StreamingChatModel(BaseChatModel):

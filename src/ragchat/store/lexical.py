@@ -9,7 +9,8 @@ see docs/PERFORMANCE.md).
 
 Every change is committed before the method returns, so what the catalog calls "done" is durable
 and visible to the next search. Tantivy allows one writer per index, held by this object until
-`close()`; the store lock (engine.py) keeps other processes out.
+`close()`; the store lock (engine.py) keeps other processes out. In shared mode each process has
+an index of its own that follows the catalog (lexical_follow.py).
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ class LexicalIndex:
     def delete_doc(self, doc_id: str) -> None:
         with self._lock:
             self._writer_locked().delete_documents_by_term("doc_id", doc_id)
+            self._commit_locked()
+
+    def replace_docs(self, doc_ids: Sequence[str], rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Drop every chunk of these documents, then add rows (chunk_id, doc_id, collection, text), in one commit."""
+        docs = [tantivy.Document(terms=" ".join(_terms(text)), chunk_id=cid, doc_id=did, collection=col)
+                for cid, did, col, text in rows]
+        with self._lock:
+            w = self._writer_locked()
+            for did in doc_ids:
+                w.delete_documents_by_term("doc_id", did)
+            for d in docs:
+                w.add_document(d)
             self._commit_locked()
 
     def clear(self) -> None:

@@ -63,7 +63,9 @@ class IngestJobs:
     def __init__(self, engine, workdir: Path | None = None):
         self.engine = engine
         self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir())
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragchat-ingest")
+        # Embedded mode: one thread, since the engine ingests one batch at a time anyway. Shared mode:
+        # the threads only follow jobs that any process of the team may be running.
+        self._pool = ThreadPoolExecutor(max_workers=4 if engine.shared else 1, thread_name_prefix="ragchat-ingest")
         self._lock = threading.Lock()
         self._jobs: dict[str, list[Job]] = {}
         self._running = 0
@@ -129,7 +131,10 @@ class IngestJobs:
 
         def work(job: Job) -> None:
             try:
-                if files:
+                if files and self.engine.shared:  # any server or worker may take the jobs
+                    self.engine.queue.run_files(files, collection, owner=owner, password=password,
+                                                on_event=lambda e: self._update(job, e))
+                elif files:
                     self.engine.ingestor.ingest(files, collection, password=password, owner=owner,
                                                 on_event=lambda e: self._update(job, e))
             finally:
@@ -142,6 +147,9 @@ class IngestJobs:
         rows = [FileStatus(d.source, "queued", message="removing", doc_id=d.id) for d in docs]
 
         def work(job: Job) -> None:
+            if self.engine.shared:
+                self.engine.queue.run_remove(docs, on_event=lambda e: self._update(job, e))
+                return
             for d, row in zip(docs, job.rows):
                 self._set(row, "reading", message="removing")
                 try:
@@ -156,7 +164,7 @@ class IngestJobs:
         """Remove documents at once when no ingestion runs, else queue them after it (a removal
         must not race the ingestion that may be writing the same document).
         Returns (removed now, [(doc, reason it failed)], the queued job or None)."""
-        if self.active():
+        if self.active() or self.engine.shared:  # in shared mode another process may be writing them
             return 0, [], self.submit_remove(key, docs)
         removed, failed = 0, []
         for d in docs:
@@ -172,6 +180,9 @@ class IngestJobs:
         rows = [FileStatus(d.source, doc_id=d.id) for d in docs]
 
         def work(job: Job) -> None:
+            if self.engine.shared:
+                self.engine.queue.run_reindex(docs, on_event=lambda e: self._update(job, e))
+                return
             for d, row in zip(docs, job.rows):
                 original = self.engine.store / d.original if d.original else None
                 if original is None or not original.is_file():
