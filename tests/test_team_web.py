@@ -250,7 +250,7 @@ def test_every_route_of_the_app_refuses_anonymous_requests(server, alice_doc, tm
             routes = sorted({(p, m) for p, methods in iter_routes(app.routes) for m in methods})
             assert len(routes) > 40, routes  # ours and Gradio's
             paths = {p for p, _ in routes}
-            assert {"/ragchat/original/{doc_id}", "/config", "/gradio_api/info", "/gradio_api/queue/join",
+            assert {"/ragchat/original/{doc_id}", "/ragchat/page/{doc_id}/{page}.png", "/config", "/gradio_api/info", "/gradio_api/queue/join",
                     "/gradio_api/upload", "/gradio_api/file={path_or_url:path}"} <= paths, paths
 
             fill = {"doc_id": alice_doc["id"], "path_or_url": str(server.store / "catalog.sqlite"),
@@ -344,6 +344,30 @@ def test_bob_cannot_read_alices_conversation(alice, bob, alice_chat):
     chatbot, *_ = bob.predict(cid, api_name="/open_chat")
     assert not chatbot, "opening her conversation id shows bob an empty chat"
     assert alice.predict(cid, api_name="/conversation_messages")[-1] == alice_chat["saved"], "hers is intact"
+
+
+def test_page_images_follow_the_documents_access_rule(server, alice, bob, alice_doc, tmp_path):
+    """The page route (ragchat.ui.pageview) answers like the original's: alice sees her PDF's page,
+    bob gets the very 404 a missing document gets, and nobody signed out gets anything."""
+    import hostile
+
+    path = tmp_path / "alice-cave-map.pdf"
+    path.write_bytes(hostile.normal("Quendra lantern caves, northern passage"))
+    alice.predict([handle_file(str(path))], "default", api_name="/upload")
+    status = wait_ingested(alice)
+    assert ("alice-cave-map.pdf", "done") in [(f["source"], f["stage"]) for f in status["files"]], status
+    doc = {d["name"]: d for d in alice.predict(api_name="/list_documents")}["alice-cave-map.pdf"]
+    assert doc["collection"] == "~alice/default"
+    url = f"{server.url}ragchat/page/{doc['id']}/1.png?w=400"
+    mine = httpx.get(url, cookies={SESSION: alice.cookies[SESSION]}, timeout=60)
+    assert mine.status_code == 200 and mine.content.startswith(b"\x89PNG"), mine.text[:200]
+    theirs = httpx.get(url, cookies={SESSION: bob.cookies[SESSION]}, timeout=60)
+    missing = httpx.get(f"{server.url}ragchat/page/{'0' * 32}/1.png?w=400", cookies={SESSION: bob.cookies[SESSION]},
+                        timeout=60)
+    assert theirs.status_code == 404 and not theirs.content.startswith(b"\x89PNG")
+    assert (missing.status_code, missing.text) == (404, theirs.text)
+    assert_refused(httpx.get(url, timeout=60), "the page route without login")
+    assert "alice-cave-map.pdf" not in {d["name"] for d in bob.predict(api_name="/list_documents")}
 
 
 # ---- 3. foreign origins and hosts --------------------------------------------------------------------
