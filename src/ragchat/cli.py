@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--collection", help="collection to add to (default: settings.collection)")
     s.add_argument("--password", help="password for encrypted PDFs")
 
+    s = add("watch", help="keep a collection in step with a folder until stopped (Ctrl+C)")
+    s.add_argument("folder", type=Path, metavar="DIR")
+    s.add_argument("--collection", help="collection that mirrors the folder (default: the folder's name)")
+    s.add_argument("--polling", action="store_true", default=None,
+                   help="poll the folder instead of using change notifications (network folders)")
+
     s = add("docs", help="list documents")
     s.add_argument("--json", action="store_true")
 
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args.config = getattr(args, "config", None)
     args.store = getattr(args, "store", None)
     overrides: dict = {"store": args.store}
+    if args.command == "watch" and args.polling:
+        overrides["watch"] = {"polling": True}
     if args.command == "serve":
         server = {k: v for k, v in {"host": args.host, "port": args.port, "insecure_no_auth": args.insecure_no_auth}.items()
                   if v is not None}
@@ -137,6 +145,12 @@ def cmd_ingest(settings: Settings, args) -> int:
             failed += r.outcome == "failed"
             print(f"{r.source:<{width}}  {r.line()}", flush=True)
     return 1 if failed else 0
+
+
+def cmd_watch(settings: Settings, args) -> int:
+    from ragchat.watch import run_watch
+
+    return run_watch(settings, args.folder, args.collection)
 
 
 def cmd_docs(settings: Settings, args) -> int:
@@ -241,7 +255,7 @@ def cmd_users(settings: Settings, args) -> int:
 
 
 _COMMANDS = {
-    "ingest": cmd_ingest, "docs": cmd_docs, "remove": cmd_remove, "reindex": cmd_reindex, "ask": cmd_ask,
+    "ingest": cmd_ingest, "watch": cmd_watch, "docs": cmd_docs, "remove": cmd_remove, "reindex": cmd_reindex, "ask": cmd_ask,
     "serve": cmd_serve, "eval": cmd_eval, "users": cmd_users,
 }
 
