@@ -527,6 +527,10 @@ class Catalog:
         with self.session() as s:
             return list(s.scalars(select(JobRow).where(JobRow.id.in_(list(ids)))))
 
+    def jobs_for(self, doc_id: str) -> list[JobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.doc_id == doc_id).order_by(JobRow.created_at)))
+
     def pending_jobs(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status.in_(["queued", "running"]))) or 0
