@@ -17,7 +17,8 @@ The readers of each outside library live in their own modules (office, epub, mai
 rendering); this one detects types, guards ZIP containers, and reads PDF, text and HTML itself.
 
 Left out on purpose:
-- Layout analysis: columns and PDF tables come out in pypdf's reading order.
+- Layout analysis: columns come out in pypdf's reading order, and so do PDF tables, except ruled
+  ones, which ``ragchat.ingest.pdf_tables`` writes as Markdown tables in their place.
 - Old binary Office files (.doc, .xls, .ppt), OpenDocument, RTF: refused with a message that names
   what the file looks like.
 - Protection from hostile files beyond ZIP bombs and image bombs (endless loops, memory blow-ups):
@@ -422,11 +423,13 @@ def load(
     ocr: str = "auto",
     ocr_timeout_s: float | None = None,
     progress: Progress | None = None,
+    pdf_tables: bool = True,
 ) -> LoadedDocument:
     """Read one file into pages of text, or raise LoadError saying why it cannot be read.
 
     ocr: "auto" | "off" | "force" (see the module's docstring). ocr_timeout_s: the longest time for
     one OCR'd page, None for no limit. progress(message, done, total) is called before each OCR'd page.
+    pdf_tables: write the ruled tables of PDF pages as Markdown tables (``ragchat.ingest.pdf_tables``).
     """
     if ocr not in OCR_MODES:
         raise ValueError(f"ocr must be one of {OCR_MODES}, not {ocr!r}")
@@ -443,7 +446,7 @@ def load(
 
     kind = detect_kind(path, head)
     if kind == "pdf":
-        doc = _load_pdf(path, password, max_pages, ocr, ocr_timeout_s, progress)
+        doc = _load_pdf(path, password, max_pages, ocr, ocr_timeout_s, progress, tables=pdf_tables)
     elif kind == "image":
         doc = _load_image(path, max_pages, ocr, ocr_timeout_s, progress)
     elif kind in ("docx", "pptx", "xlsx", "epub"):
@@ -568,8 +571,10 @@ _FEW_CHARS = 10  # a page with fewer non-space characters than this has no real 
 
 
 def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off", timeout_s: float | None = None,
-              progress: Progress | None = None) -> LoadedDocument:
+              progress: Progress | None = None, tables: bool = False) -> LoadedDocument:
     from pypdf import PdfReader
+
+    from ragchat.ingest.pdf_tables import PdfTables
 
     try:
         reader = PdfReader(path)
@@ -582,6 +587,8 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
         raise _corrupt(exc) from None
 
     texts: dict[int, str] = {}
+    # Ruled tables as Markdown rows; OCR replaces every page's text under "force", so not then.
+    finder = PdfTables(path, password) if tables and ocr != "force" else None
     candidates: list[int] = []  # pages to OCR
     garbage: dict[int, str] = {}
     unreadable: list[int] = []
@@ -596,7 +603,7 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
             unreadable.append(number)
             first_error = first_error or exc
             continue
-        text = _clean_pdf_text(raw)
+        text = _clean_pdf_text(finder.page_text(reader.pages[index], number, raw) if finder else raw)
         if text:
             texts[number] = text
         if ocr == "force":
@@ -607,6 +614,8 @@ def _load_pdf(path: Path, password: str | None, max_pages: int, ocr: str = "off"
                 candidates.append(number)
             elif sum(1 for c in text if not c.isspace()) < _FEW_CHARS:
                 candidates.append(number)
+    if finder is not None:
+        finder.close()
 
     warnings = []
     if unreadable:
