@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -275,3 +276,34 @@ def test_a_collection_with_other_documents_is_refused(tmp_path):
         other.mkdir(parents=True)
         with pytest.raises(ConfigError, match="already mirrors the folder"):
             FolderWatcher(eng, other, "notes").start()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_web_app_watches_its_folders_and_the_library_shows_their_progress(tmp_path, launch_app):
+    from gradio_client import Client
+
+    folder = tmp_path / "team notes"
+    folder.mkdir()
+    (folder / "first.txt").write_text(text("first"), encoding="utf-8")
+    server = launch_app(env={"RAGCHAT_WATCH__FOLDERS": json.dumps([{"path": str(folder), "collection": "notes"}]),
+                             "RAGCHAT_WATCH__SETTLE_S": "3"})
+    client = Client(server.url, verbose=False)
+
+    def library() -> dict[str, dict]:
+        return {d["name"]: d for d in client.predict(api_name="/list_documents")}
+
+    def finished(name: str, seen: list) -> bool:
+        seen.append(library().get(name))
+        return bool(seen[-1]) and seen[-1]["status"] == "done" and "progress" not in seen[-1]
+
+    wait_until(lambda: finished("first.txt", []), timeout=240, what="the folder's first file\n" + server.log_tail())
+    (folder / "second.txt").write_text(text("second"), encoding="utf-8")
+    seen: list = []
+    wait_until(lambda: finished("second.txt", seen), what="a file added to the folder\n" + server.log_tail())
+    # while the new file settled (3 s) it was listed, as queued, before it was a document
+    assert any(s and s["status"] == "indexing" and s["progress"] == "queued" for s in seen), seen
+    assert library()["second.txt"]["collection"] == "notes" and library()["second.txt"]["chunks"] >= 1
+
+    (folder / "first.txt").unlink()
+    wait_until(lambda: "first.txt" not in library(), what="a file deleted from the folder")

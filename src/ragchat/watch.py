@@ -195,10 +195,13 @@ class FolderWatcher:
 
     def _mark(self, sources: Iterable[str]) -> None:
         now = time.monotonic()
+        sources = [s for s in sources if self.watched(s)]
         with self._lock:
             for s in sources:
                 self._pending[s] = _Pending(_UNSEEN, now)
         self._wake.set()
+        for s in sources:  # shown as queued until synced (every synced source ends with a final event)
+            self.on_event(FileEvent(s, "queued", message="waiting until the file stops changing"))
 
     def _files_under(self, sub: str) -> set[str]:
         out: set[str] = set()
@@ -271,16 +274,20 @@ class FolderWatcher:
 
         present = {s: self.root / s for s in sorted(set(sources)) if self.watched(s) and (self.root / s).is_file()}
         gone = [s for s in sorted(set(sources)) if s not in present and s in docs]
+        for s in set(sources) - set(present) - set(gone):  # ignored, or gone without ever being a document
+            self.on_event(FileEvent(s, "unchanged"))
         to_ingest: list[SourceFile] = []
         renamed: set[str] = set()  # donors already renamed in this batch: another file of theirs is a copy
         for source, path in present.items():
             try:
                 sha = sha256_file(path)
-            except OSError:
-                continue  # it went away meanwhile: its own event brings it back
+            except OSError:  # it went away meanwhile: its own event brings it back
+                self.on_event(FileEvent(source, "unchanged"))
+                continue
             d = docs.get(source)
             if d is not None and d.sha256 == sha and (d.status == "failed" or (d.status == "done" and d.embed_model == model)):
-                continue  # unchanged (a file that failed stays failed until its content changes)
+                self.on_event(FileEvent(source, "unchanged"))  # a file that failed stays failed until it changes
+                continue
             f = SourceFile(path, source)
             donors = sorted((x for x in by_hash.get(sha, []) if x.source != source), key=lambda x: self._exists(x.source))
             result = None
@@ -367,11 +374,11 @@ class Watchers:
             if e.stage in ("done", "unchanged", "failed"):
                 self._progress.pop(doc_id, None)
             else:
-                self._progress[doc_id] = {"id": doc_id, "name": e.source, "collection": collection, "stage": e.stage,
+                self._progress[doc_id] = {"id": doc_id, "source": e.source, "collection": collection, "stage": e.stage,
                                           "done": e.done, "total": e.total, "message": e.message}
 
     def progress(self) -> list[dict]:
-        """Files being synced right now: {id, name, collection, stage, done, total, message}."""
+        """Files being synced right now: {id, source, collection, stage, done, total, message}."""
         with self._lock:
             return [dict(p) for p in self._progress.values()]
 
@@ -390,7 +397,7 @@ def run_watch(settings, folder: Path, collection: str | None = None) -> int:
 
     stop = threading.Event()
     with Engine(settings) as eng:
-        for r in eng.ingestor.recover():
+        for r in eng.recover():
             out(f"{r.source}  {r.line()} (resumed after an interruption)")
         w = FolderWatcher(eng, folder, collection, settle_s=settings.watch.settle_s, polling=settings.watch.polling,
                           poll_interval_s=settings.watch.poll_interval_s,

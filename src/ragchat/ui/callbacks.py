@@ -72,6 +72,7 @@ class WebApp:
         self.engine = engine
         self.settings = engine.settings
         self.jobs = jobs or IngestJobs(engine)
+        self.watchers = None  # ragchat.watch.Watchers when the server watches folders (server.build_app)
 
     # ==== documents ============================================================================
 
@@ -102,7 +103,7 @@ class WebApp:
         keep = [s for s in (selected or []) if s in ids]
         collections = sorted({d.collection for d in docs} | {self.settings.collection})
         return (
-            render.library_rows(docs),
+            self.library_table(docs, request),
             gr.update(choices=self.document_choices(docs), value=keep),
             gr.update(choices=self.scope_choices(docs)),
             gr.update(choices=collections),
@@ -110,8 +111,42 @@ class WebApp:
         )
 
     def list_documents(self, request: gr.Request | None = None) -> list[dict]:
-        """The library as JSON: one dict per document."""
-        return [d.summary() for d in self.visible(request)]
+        """The library as JSON: one dict per document. A file a watched folder is syncing has
+        "progress" (e.g. "embedding 3/8"); one not in the catalog yet is listed as "indexing"."""
+        live = self.watched_progress(request)
+        out = []
+        for d in self.visible(request):
+            row = d.summary()
+            if d.id in live:
+                row["progress"] = render.progress_line(live.pop(d.id))
+            out.append(row)
+        return out + [{"id": p["id"], "name": p["source"], "collection": p["collection"], "pages": 0, "chunks": 0,
+                       "size": 0, "added": None, "status": "indexing", "error": None, "progress": render.progress_line(p)}
+                      for p in live.values()]
+
+    def watched_progress(self, request: gr.Request | None) -> dict[str, dict]:
+        """Files the watched folders are syncing now, that this person may see, by document id."""
+        if self.watchers is None:
+            return {}
+        user = user_of(request)
+        return {p["id"]: p for p in self.watchers.progress() if access.can_read_collection(p["collection"], user)}
+
+    def library_table(self, docs, request: gr.Request | None) -> list[list]:
+        """The library's rows, with the progress of files the watched folders are syncing."""
+        rows = render.library_rows(docs)
+        live = self.watched_progress(request)
+        for row, d in zip(rows, docs):
+            if d.id in live:
+                row[-1] = f"{render.progress_line(live.pop(d.id))} (watched folder)"
+        return rows + [[p["source"], p["collection"], "", "", "", "", f"{render.progress_line(p)} (watched folder)"]
+                       for p in live.values()]
+
+    def watch_tick(self, selected, seen: int, request: gr.Request | None = None):
+        """Timer tick while folders are watched: the library again, only when something changed."""
+        version = self.watchers.version if self.watchers is not None else 0
+        if version == seen:
+            return (*(gr.skip() for _ in range(5)), seen)
+        return (*self.library_view(request, selected), version)
 
     def upload(self, files, collection: str | None, request: gr.Request):
         """Start ingesting uploaded files in the background; the chat stays usable."""

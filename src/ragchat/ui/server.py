@@ -56,9 +56,10 @@ QUEUE_CONCURRENCY = 8  # default per event; chat events have their own, larger l
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None):
+def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None, watchers=None):
     """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine.
-    With a warmup, the page shows its progress."""
+    With a warmup, the page shows its progress; with watchers (ragchat.watch.Watchers), the
+    library shows the progress of the files they sync."""
     import gradio as gr
 
     from ragchat.ui.callbacks import WebApp
@@ -68,6 +69,7 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
 
     settings: Settings = engine.settings
     webapp = WebApp(engine, IngestJobs(engine, workdir))
+    webapp.watchers = watchers
     blocks = build_blocks(webapp, warmup)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
 
@@ -162,9 +164,10 @@ class Warmup:
     background thread, then finishes any ingestion a crash interrupted. ``state`` is "loading",
     "ready" or "failed"; on failure the page still works and the error shows on first use."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, then=None):
         self.engine = engine
         self.state = "loading"
+        self.then = then  # called once ready and recovered (starts the watched folders)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="ragchat-warmup", daemon=True).start()
@@ -184,6 +187,8 @@ class Warmup:
             if not engine.shared and engine.catalog.unfinished():
                 results = engine.recover()
                 log.warning("resumed %d interrupted file(s)", len(results))
+            if self.then is not None:
+                self.then()
         except Exception:
             log.exception("warm-up failed")
             if self.state == "loading":
@@ -202,14 +207,21 @@ def serve(settings: Settings) -> None:
         auth.require_auth_for_bind(settings.server.host, settings, auth.user_count(engine.catalog))
         engine.check_services()  # shared mode: one clear line when the Chroma server is away
         worker = QueueWorker(engine).start() if engine.shared and settings.shared.worker else None
-        warmup = Warmup(engine)
-        app, _ = build_app(engine, warmup=warmup)
+        # Watched folders (settings.watch.folders) start once the models are loaded and crashed
+        # ingestions recovered; their progress shows in the library (ragchat.watch).
+        from ragchat.watch import Watchers
+
+        watchers = Watchers(engine, settings.watch) if settings.watch.folders else None
+        warmup = Warmup(engine, then=watchers.start if watchers else None)
+        app, _ = build_app(engine, warmup=warmup, watchers=watchers)
         warmup.start()
         url = f"http://{settings.server.host}:{settings.server.port}"
         print(f"ragchat is running at {url}  (store: {settings.store}; Ctrl+C to stop)", flush=True)
         uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level="warning",
                     timeout_graceful_shutdown=2)
     finally:
+        if locals().get("watchers") is not None:
+            watchers.stop()
         if locals().get("worker") is not None:
             worker.stop()
         webapp = getattr(getattr(locals().get("app"), "state", None), "webapp", None)
