@@ -27,8 +27,39 @@ element.addEventListener('click', (e) => {
 });
 """
 
-# The viewer scrolls its page text so that the highlighted passage is in view.
+# The viewer scrolls its page text so that the highlighted passage is in view, and its page picture
+# so that the highlight is: the first row of the picture with highlight-coloured pixels (the server
+# paints them, ragchat.ui.pageview.HIGHLIGHT over the page) is found by reading the picture back.
 VIEWER_JS = """
+const showHighlight = (img) => {
+  const box = img.closest('.rc-page-image');
+  if (!box || !img.naturalWidth || box.scrollHeight <= box.clientHeight) return;
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let y = 0; y < canvas.height; y += 2) {
+    let hits = 0;
+    for (let x = 0; x < canvas.width; x += 3) {
+      const i = 4 * (y * canvas.width + x);
+      if (px[i] > 240 && px[i + 1] > 195 && px[i + 1] < 245 && px[i + 2] < 190) hits++;
+    }
+    if (hits > 8) {
+      const top = y * img.clientHeight / canvas.height;
+      box.scrollTop = Math.max(0, Math.round(top - box.clientHeight / 4));
+      return;
+    }
+  }
+};
+const revealPicture = () => {
+  const img = element.querySelector('.rc-page-image img');
+  if (!img) return;
+  if (img.complete) showHighlight(img);
+  else img.addEventListener('load', () => showHighlight(img), {once: true});
+};
+watch('value', revealPicture);
 const reveal = () => {
   const mark = element.querySelector('#rc-hl');
   const box = element.querySelector('.rc-page-text');
@@ -154,7 +185,7 @@ footer { display: none !important; }
 .rc-page-text { position: relative; max-height: 300px; overflow-y: auto; white-space: pre-wrap; font-size: 0.86rem;
   line-height: 1.5; padding: 8px 10px; border-radius: 8px; background: var(--background-fill-secondary); }
 .rc-hl { background: #fde68a; color: #1f2937; border-radius: 3px; padding: 1px 0; box-shadow: 0 0 0 2px #fde68a; }
-.rc-page-image { max-height: 70vh; overflow-y: auto; margin-bottom: 8px; border: 1px solid var(--border-color-primary);
+.rc-page-image { max-height: 60vh; overflow-y: auto; margin-bottom: 8px; border: 1px solid var(--border-color-primary);
   border-radius: 8px; background: white; }
 .rc-page-image img { display: block; width: 100%; height: auto; }
 .rc-pdf summary { cursor: pointer; font-size: 0.85rem; margin-bottom: 6px; color: var(--body-text-color-subdued); }
