@@ -313,10 +313,12 @@ class Ingestor:
                 return None
             old = self.catalog.get(doc_id)
             original = self._original_name(f.path, doc_id)
+            pages = self.catalog.pages_of(donor_id)
             old_ids = self.catalog.begin_document(
                 doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=sha256, size=donor.size,
-                kind=donor.kind, pages=self.catalog.pages_of(donor_id), embed_model=donor.embed_model, original=original,
+                kind=donor.kind, pages=pages, embed_model=donor.embed_model, original=original,
             )
+            self.catalog.set_page_boxes(doc_id, [(n, self.catalog.page_boxes(donor_id, n)) for n, _ in pages])  # OCR'd pages
             self._keep_original(f.path, original)
             self.vectors.delete(old_ids)
             self.lexical.delete(old_ids)
