@@ -24,26 +24,40 @@ from ragchat.store.vectors import VectorIndex
 
 QUESTION = "How does TableFormer incorporate the structural biases of tables?"  # the small test model cites its answer
 TIMEOUT = httpx.Timeout(300, connect=10)
+PASSWORD = "correct horse battery staple"
 
 
 def ndjson(response: httpx.Response) -> list[dict]:
     return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
+def cli(root, env: dict, *args: str) -> subprocess.CompletedProcess:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, **env}
+    return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(root / "store"), *args], cwd=root,
+                          env=full, capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def two(services, tmp_path_factory):
+    """Servers a and b on one deployment, with a user made by the real CLI: clients carry her API key."""
     root = tmp_path_factory.mktemp("two-servers")
     fresh = services.fresh()
     env = {**services.env(fresh, root / "lexical-cache"),
            "RAGCHAT_LLM__PROVIDER": "openai", "RAGCHAT_LLM__BASE_URL": services.llm_url, "RAGCHAT_LLM__MODEL": "test",
            "RAGCHAT_LLM__API_KEY": services.llm_key, "RAGCHAT_CHAT__SOURCE_TOKENS": "64"}
+    done = cli(root, env, "users", "add", "alice", "--password", PASSWORD)
+    assert done.returncode == 0, done.stderr
+    made = cli(root, env, "users", "key", "create", "alice")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
     servers = {name: AppServer(root / "store", root / name, env=env) for name in ("a", "b")}
     clients = {}
     try:
         for name, server in servers.items():
             server.start(timeout=300)
-            clients[name] = httpx.Client(base_url=server.url.rstrip("/"), timeout=TIMEOUT)
-        yield {"servers": servers, "clients": clients, "fresh": fresh, "root": root}
+            clients[name] = httpx.Client(base_url=server.url.rstrip("/"), timeout=TIMEOUT,
+                                         headers={"Authorization": f"Bearer {key}"})
+        yield {"servers": servers, "clients": clients, "fresh": fresh, "root": root, "key": key}
     finally:
         for c in clients.values():
             c.close()
@@ -114,6 +128,44 @@ def test_upload_through_a_is_found_and_cited_through_b_and_a_delete_through_b_le
     final = ndjson(r)[-1]
     assert not final["sources"] and not any(s["doc_id"] == doc_id for s in final.get("retrieved", []))
     assert a.get(f"/api/v1/documents/{doc_id}").status_code == 404
+
+
+def test_logins_conversations_and_the_openai_client_work_on_either_server(two):
+    from gradio_client import Client
+    from openai import OpenAI
+
+    a, b = two["servers"]["a"], two["servers"]["b"]
+    # a session cookie signed by A is good on B (the signing secret lives in the shared catalog)
+    login = httpx.post(a.url + "login", data={"username": "alice", "password": PASSWORD}, follow_redirects=False, timeout=30)
+    assert login.status_code == 200 and login.json()["user"] == "alice" and login.cookies, login.text
+    r = httpx.get(b.url + "api/v1/documents", cookies=login.cookies, timeout=30)
+    assert r.status_code == 200, r.text
+    assert httpx.get(b.url + "api/v1/documents", timeout=30).status_code == 401
+
+    # a conversation held on A's page is listed and read on B's page
+    on_a = Client(a.url, auth=("alice", PASSWORD), verbose=False)
+    on_a.predict(api_name="/new_chat")
+    on_a.submit("What is in my documents?", api_name="/ask").result(timeout=300)
+    cid = on_a.predict(api_name="/list_conversations")[0]["id"]
+    on_b = Client(b.url, auth=("alice", PASSWORD), verbose=False)
+    assert cid in [c["id"] for c in on_b.predict(api_name="/list_conversations")]
+    messages = on_b.predict(cid, api_name="/conversation_messages")
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[0]["content"] == "What is in my documents?"
+
+    # the official openai client, unchanged, against B's OpenAI-compatible routes, answered by the LLM server
+    doc_id = upload(two["clients"]["a"], "tableformer.pdf", (PDFS / "mineru__demo3.pdf").read_bytes())
+    assert wait_done(two["clients"]["a"], doc_id)["status"] == "done"
+    client = OpenAI(base_url=b.url + "v1", api_key=two["key"], max_retries=0, timeout=300)
+    reply = client.chat.completions.create(model="ragchat", messages=[{"role": "user", "content": QUESTION}])
+    assert reply.choices[0].message.content
+    extra = reply.model_extra or {}
+    sources = extra.get("sources") or (reply.choices[0].message.model_extra or {}).get("sources")
+    assert sources is not None, reply
+    chunks = list(client.chat.completions.create(model="ragchat", stream=True,
+                                                 messages=[{"role": "user", "content": QUESTION}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    two["clients"]["a"].delete(f"/api/v1/documents/{doc_id}")
+    assert eventually(lambda: two["clients"]["b"].get(f"/api/v1/documents/{doc_id}").status_code == 404, 60)
 
 
 def test_a_job_whose_server_is_killed_is_finished_by_the_other(two):
