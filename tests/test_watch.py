@@ -143,6 +143,8 @@ def test_watch_follows_changes_survives_sigkill_and_catches_up(tmp_path):
         (folder / f"batch{i}.txt").write_text(text(f"batch{i}", 200), encoding="utf-8")
     w.wait_for("batch", after=n)
     w.kill()
+    written = sum(ln.startswith("batch") for ln in w.lines)
+    assert written < 8, "the watcher finished the batch before it was killed: the kill tested nothing"
 
     # While it is down: change, rename, delete, add.
     (folder / "e.txt").write_text(text("e2"), encoding="utf-8")

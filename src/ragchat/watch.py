@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _CLAIM = "watch:"  # store meta key prefix: watch:<collection> -> the folder it mirrors
 _UNSEEN = object()  # a pending path whose size and mtime were not looked at yet
+INGEST_BATCH = 8  # files per ingestor call
 
 
 @dataclass
@@ -301,16 +302,23 @@ class FolderWatcher:
                     by_hash.setdefault(sha, []).append(catalog.get(result.doc_id))
             if result is None:
                 to_ingest.append(f)
-        if to_ingest:
-            embedded: dict[str, int] = {}
+        embedded: dict[str, int] = {}
 
-            def event(e: FileEvent) -> None:
-                if e.stage == "embedding":
-                    embedded[e.source] = e.done
-                self.on_event(e)
+        def event(e: FileEvent) -> None:  # a line per file as soon as it is done
+            if e.stage == "embedding":
+                embedded[e.source] = e.done
+            self.on_event(e)
+            if e.stage == "done":
+                self.on_result(e.source, f"{e.message}, {embedded.get(e.source, 0)} embedded")
+            elif e.stage in ("failed", "unchanged"):
+                self.on_result(e.source, e.message or e.stage)
 
-            for r in ingestor.ingest(to_ingest, self.collection, on_event=event):
-                self.on_result(r.source, r.line() + (f", {embedded.get(r.source, 0)} embedded" if r.chunks else ""))
+        # A few files per call, so that uploads (which wait for the ingestor) are not held up by a
+        # whole folder, and a stop is quick; what a stop leaves undone the next start catches up.
+        for i in range(0, len(to_ingest), INGEST_BATCH):
+            if self._stop.is_set():
+                return
+            ingestor.ingest(to_ingest[i : i + INGEST_BATCH], self.collection, on_event=event)
         for source in gone:
             d = docs[source]
             self.on_event(FileEvent(source, "reading", message="removing"))
@@ -333,6 +341,8 @@ class _Handler(FileSystemEventHandler):
     def dispatch(self, event) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type not in ("created", "deleted", "moved"):
+            return  # a folder is "modified" whenever a file in it changes, and that file has its own event
         for path in (event.src_path, getattr(event, "dest_path", "")):
             if path:
                 self.watcher.mark_path(os.fsdecode(path), event.is_directory)
