@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 (Debian or Ubuntu installs its
 # system packages itself; elsewhere the set-up says what to install):
 #   make run    create .venv, install, start the web app on http://127.0.0.1:7860
-#   make test   create .venv, install (with test tools and headless Chromium), run every test
+#   make test   create .venv, install (with test tools, headless Chromium and PostgreSQL for the shared-mode
+#               tests, which start their own servers on loopback ports), run every test
 # Nothing is compiled: every package with native code comes as a wheel (scripts/install.sh).
 PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt scripts/install.sh | cksum | cut -d' ' -f1)
 RUN_PACKAGES  := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
-TEST_PACKAGES := chromium chromium-driver
+TEST_PACKAGES := chromium chromium-driver postgresql
 
 .PHONY: run test install system
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian/Ubuntu packages ragchat needs with apt-get; on other systems it says what to
 # install. Usage: system-packages.sh PACKAGE... (Debian names). Tesseract and its language data read
-# scanned pages and images; Chromium runs the browser tests.
+# scanned pages and images; Chromium runs the browser tests; PostgreSQL serves the shared-mode tests
+# (they start servers of their own; the package's own cluster is not used).
 set -u
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing=""
@@ -22,6 +23,7 @@ for pkg in "$@"; do
     tesseract-ocr) command -v tesseract >/dev/null 2>&1 || need="$need tesseract" ;;
     tesseract-ocr-chi-sim) tesseract --list-langs 2>/dev/null | grep -q chi_sim || need="$need tesseract-chi_sim-language-data" ;;
     chromium) command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$need chromium" ;;
+    postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql" ;;
   esac
 done
 [ -z "$need" ] && exit 0

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [p for p in [shutil.which(name)] if p]
     if not found:
         raise RuntimeError("PostgreSQL is not installed: run `make test` (it installs Debian's postgresql package) "
                            "or `apt-get install postgresql`")
@@ -64,16 +64,21 @@ class Postgres:
 
     def start(self) -> "Postgres":
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
+        return self.restart()
+
+    def restart(self) -> "Postgres":
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o",
                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
                   "start")
         return self
 
-    def stop(self) -> None:
+    def stop(self, keep: bool = False) -> None:
+        """Stop the server; keep: leave its data for restart()."""
         if self.data.exists():
             subprocess.run([*self._prefix, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                            capture_output=True, timeout=60)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{db}"

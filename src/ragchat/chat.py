@@ -120,7 +120,13 @@ class ChatEngine:
 
         yield ChatEvent("status", "searching your documents")
         answer.question = self.standalone(question, history, llm)
-        hits = [h for h in self.retriever.search(answer.question, filters, k=self.source_count(llm, options)) if h.relevant]
+        try:
+            hits = [h for h in self.retriever.search(answer.question, filters, k=self.source_count(llm, options))
+                    if h.relevant]
+        except RagchatError as exc:  # shared mode: the Chroma or catalog server is away for now
+            answer.error = answer.text = str(exc)
+            yield ChatEvent("done", answer=answer)
+            return
         answer.retrieved = [_source(i + 1, h) for i, h in enumerate(hits)]
         yield ChatEvent("sources", answer=answer)
         if not hits:

@@ -22,7 +22,7 @@ from ragchat.errors import ConfigError, EmbeddingModelMismatch, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
 from ragchat.queue import JobQueue
-from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm
+from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
 from ragchat.retrieve import Filters, Retriever
 from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LexicalIndex
@@ -187,11 +187,19 @@ class Engine:
             return []
         return self.ingestor.recover(on_event)
 
-    def check_services(self) -> None:
+    def check_services(self) -> list[str]:
         """Raise a StoreError naming the service, its URL and how to start it, when a shared service
-        is not reachable (the catalog's was checked when it was opened)."""
+        is not reachable (the catalog's was checked when it was opened). Returns notes about the
+        LLM servers that do not answer: the app can start without them (documents can be added),
+        and answers work as soon as one is back."""
         if self.shared:
             self.vectors.open()
+        if self.settings.llm.provider == "openai":
+            down = unreachable_openai_servers(self.settings.llm)
+            if down:
+                return [f"the LLM server(s) at {'; '.join(down)} do not answer: answers fail until one is up "
+                        "(start it, or fix llm.base_url)"]
+        return []
 
     def has_documents(self, filters: Filters) -> bool:
         searchable = self.catalog.searchable_doc_ids()

@@ -301,6 +301,20 @@ def _openai(settings: LLMSettings) -> ResolvedLLM:
     return ResolvedLLM(model=model, provider="openai", model_name=settings.model, base_url=", ".join(urls))
 
 
+def unreachable_openai_servers(settings: LLMSettings) -> list[str]:
+    """The llm.base_url servers that do not answer GET /models within connect_timeout_s (start-up check)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    down = []
+    for url in settings.base_urls():
+        try:
+            httpx.get(f"{url}/models", headers=headers, timeout=settings.connect_timeout_s)
+        except httpx.HTTPError as exc:
+            down.append(f"{url} ({_short(exc)})")
+    return down
+
+
 # -- Ollama ----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,9 @@
   that document (vectors written before their catalog rows would otherwise stay behind), then
   ingests the document anew; the catalog row said "indexing" all along, so nobody cited the half.
 
+A job that meets a service that is away (StoreError: the Chroma or catalog server) goes back to
+the queue and is tried again a few seconds later, so ingestion resumes by itself when it returns.
+
 Left out: priorities, and retry limits for a file that kills every process that reads it (the
 parse runs in the isolated, time- and memory-limited worker, so a bad file fails its job instead).
 """
@@ -29,13 +32,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ragchat.access import owned_collection
-from ragchat.errors import RagchatError
+from ragchat.errors import RagchatError, StoreError
 from ragchat.ingest.pipeline import FileEvent, SourceFile, doc_id_for, safe_name
 
 log = logging.getLogger(__name__)
 
 _REPORT_S = 1.0  # progress and heartbeat writes of a running job; job_stale_s must be well above it
 _POLL_S = 0.5  # how often an idle worker looks for a job, and a waiting server for progress
+_RETRY_S = 5.0  # pause after a job had to wait for a service that is away
 FINISHED = {"done", "failed"}
 
 
@@ -147,18 +151,22 @@ class QueueWorker:
             return False
         log.info("job %s (%s %s), attempt %d, taken by %s", job.id, job.kind, job.source, job.attempts, self.name)
         reporter = _Reporter(self.catalog, job.id, self.name)
-        status, stage, message = "failed", "failed", "failed: the job stopped unexpectedly"
         try:
             status, stage, message = self._execute(job, reporter.event)
+        except StoreError as exc:  # Chroma or the catalog is away: the job waits for it, nothing is lost
+            reporter.stop()
+            log.warning("job %s waits: %s", job.id, exc)
+            self.catalog.release_job(job.id, self.name, f"waiting: {exc}")
+            self._stop.wait(_RETRY_S)
+            return True
         except Exception as exc:
             log.exception("job %s failed", job.id)
             reason = str(exc) if isinstance(exc, RagchatError) else f"{type(exc).__name__}: {exc}"
-            message = f"failed: {reason}"
-        finally:
-            reporter.stop()
-            self.catalog.finish_job(job.id, self.name, status=status, stage=stage, message=message)
-            if job.path:
-                shutil.rmtree((self.engine.store / job.path).parent, ignore_errors=True)
+            status, stage, message = "failed", "failed", f"failed: {reason}"
+        reporter.stop()
+        self.catalog.finish_job(job.id, self.name, status=status, stage=stage, message=message)
+        if job.path:
+            shutil.rmtree((self.engine.store / job.path).parent, ignore_errors=True)
         return True
 
     def _execute(self, job, emit: Callable[[FileEvent], None]) -> tuple[str, str, str]:

@@ -246,11 +246,13 @@ class Catalog:
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine, "handle_error", lambda ctx: _server_away(url, ctx))
         try:
             Base.metadata.create_all(self.engine)
-        except OperationalError as exc:
+        except (OperationalError, StoreError) as exc:
             self.engine.dispose()
-            raise _unreachable(url, exc) from None
+            raise exc if isinstance(exc, StoreError) else _unreachable(url, exc) from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self._shared = shared
@@ -523,6 +525,12 @@ class Catalog:
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
                 status=status, stage=stage, message=message, password=None, updated_at=_now()))
 
+    def release_job(self, job_id: str, worker: str, message: str) -> None:
+        """Put a job back in the queue (a service it needs is away), to be tried again."""
+        with self.session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
+                status="queued", stage="queued", message=message, worker=None, updated_at=_now()))
+
     def jobs(self, ids: Sequence[str]) -> list[JobRow]:
         with self.session() as s:
             return list(s.scalars(select(JobRow).where(JobRow.id.in_(list(ids)))))
@@ -582,6 +590,13 @@ class Catalog:
                     s.delete(r)
                 return rows[1].content
         return None
+
+
+def _server_away(url: str, ctx) -> None:
+    """A catalog server that went away (restart, network) is a clear StoreError for the request that
+    needed it; the pool checks connections before use, so the next request recovers by itself."""
+    if ctx.is_disconnect or isinstance(ctx.sqlalchemy_exception, OperationalError):
+        raise _unreachable(url, ctx.sqlalchemy_exception) from None
 
 
 def _unreachable(url: str, exc: OperationalError) -> StoreError:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -205,7 +206,8 @@ def serve(settings: Settings) -> None:
     try:
         # Refuse a non-loopback bind without login before anything is served.
         auth.require_auth_for_bind(settings.server.host, settings, auth.user_count(engine.catalog))
-        engine.check_services()  # shared mode: one clear line when the Chroma server is away
+        for note in engine.check_services():  # raises, in one clear line, when the Chroma server is away
+            print(f"ragchat: note: {note}", file=sys.stderr, flush=True)
         worker = QueueWorker(engine).start() if engine.shared and settings.shared.worker else None
         # Watched folders (settings.watch.folders) start once the models are loaded and crashed
         # ingestions recovered; their progress shows in the library (ragchat.watch).

@@ -1,0 +1,100 @@
+"""Shared mode when a service is missing: one clear line at start-up, clear errors while it is away,
+and recovery without a restart when it is back. Real servers (tests/services.py): the services
+stopped here are private to each test, so the session's servers keep running."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_settings
+from ragchat.engine import Engine
+from ragchat.errors import StoreError
+from ragchat.ingest.pipeline import SourceFile
+from services import Postgres, chroma_server, free_port
+
+TEXT = "The lighthouse keeper logs the fog horn hours. Fog rolls in from the bay every autumn morning."
+
+
+def cli(tmp_path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(tmp_path / "store"), *args],
+                          cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_unreachable_services_at_start_get_one_line_naming_the_service(services, tmp_path):
+    closed = free_port()
+    env = services.env(services.fresh(), tmp_path / "cache")
+    for command in (["serve", "--port", str(free_port())], ["worker"]):
+        # the catalog's PostgreSQL server
+        out = cli(tmp_path, {**env, "RAGCHAT_CATALOG_URL": f"postgresql+psycopg://ragchat@127.0.0.1:{closed}/x"}, *command)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert f"the catalog database at postgresql+psycopg://ragchat@127.0.0.1:{closed}/x is not reachable" in out.stderr
+        assert "pg_ctlcluster" in out.stderr
+        # the Chroma server
+        out = cli(tmp_path, {**env, "RAGCHAT_SHARED__CHROMA_URL": f"http://127.0.0.1:{closed}"}, *command)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert f"the Chroma server at http://127.0.0.1:{closed} is not reachable" in out.stderr
+        assert f"chroma run --path DIR --port {closed}" in out.stderr
+    # a catalog on SQLite cannot be shared
+    out = cli(tmp_path, {"RAGCHAT_SHARED__CHROMA_URL": services.chroma_url}, "worker")
+    assert out.returncode == 2 and "set catalog_url to a PostgreSQL server" in out.stderr, out.stderr
+
+
+def test_a_chroma_server_lost_while_running_gives_clear_errors_then_recovers(services, tmp_path):
+    port = free_port()
+    chroma = chroma_server(tmp_path / "chroma", port, tmp_path / "chroma.log")
+    url = f"http://127.0.0.1:{port}"
+    chroma.start(url + "/api/v2/heartbeat")
+    settings = services.settings(tmp_path, shared={"chroma_url": url})
+    (tmp_path / "a.txt").write_text(TEXT)
+    try:
+        with Engine(settings) as eng:
+            (r,) = eng.ingestor.ingest([SourceFile(tmp_path / "a.txt", "a.txt")], "default")
+            assert r.outcome == "added"
+            assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"
+
+            chroma.stop()
+            with pytest.raises(StoreError, match=re.escape(f"the Chroma server at {url} is not reachable")):
+                eng.retriever.search("fog horn lighthouse")
+            done = [e for e in eng.chat.stream("When does the fog roll in?") if e.kind == "done"][-1]
+            assert f"Chroma server at {url}" in done.answer.error and not done.answer.sources
+            (tmp_path / "b.txt").write_text("Tide tables list the high water of each day.")
+            with pytest.raises(StoreError, match=re.escape(f"the Chroma server at {url} is not reachable")):
+                eng.ingestor.ingest([SourceFile(tmp_path / "b.txt", "b.txt")], "default")
+            assert eng.catalog.find("default", "a.txt").status == "done"  # nothing was lost
+            assert eng.catalog.find("default", "b.txt").status == "indexing"  # never searchable half-written
+
+            chroma.start(url + "/api/v2/heartbeat")  # back, same data: the same engine works again
+            assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"
+            (r,) = eng.ingestor.ingest([SourceFile(tmp_path / "b.txt", "b.txt")], "default")
+            assert r.outcome == "added" and eng.retriever.search("tide tables high water")[0].source == "b.txt"
+    finally:
+        chroma.stop()
+
+
+def test_a_catalog_server_lost_while_running_gives_clear_errors_then_recovers(services, tmp_path):
+    pg = Postgres()
+    pg.start()
+    try:
+        fresh = services.fresh()
+        settings = make_settings(tmp_path / "store", catalog_url=pg.url(),
+                                 shared={**fresh["shared"], "lexical_cache": tmp_path / "cache"})
+        (tmp_path / "a.txt").write_text(TEXT)
+        with Engine(settings) as eng:
+            (r,) = eng.ingestor.ingest([SourceFile(tmp_path / "a.txt", "a.txt")], "default")
+            assert r.outcome == "added"
+            pg.stop(keep=True)
+            with pytest.raises(StoreError, match=re.escape(f"the catalog database at {pg.url()} is not reachable")):
+                eng.catalog.documents()
+            with pytest.raises(StoreError, match="catalog database"):
+                eng.retriever.search("fog horn lighthouse")
+            pg.restart()
+            assert [d.source for d in eng.catalog.documents()] == ["a.txt"]
+            assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"
+    finally:
+        pg.stop()
