@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--polling", action="store_true", default=None,
                    help="poll the folder instead of using change notifications (network folders)")
 
+    add("worker", help="shared mode: take ingestion jobs from the catalog's queue until stopped (no web server)")
+
+    s = add("llm-server", help="serve the built-in model as an OpenAI-compatible server for other machines or processes")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--api-key", default=None, help="key the clients must send (default: RAGCHAT_LLM_SERVER_KEY, else none)")
+
     s = add("docs", help="list documents")
     s.add_argument("--json", action="store_true")
 
@@ -136,7 +143,7 @@ def cmd_ingest(settings: Settings, args) -> int:
 
     files = collect(args.paths)
     with _engine(settings) as eng:
-        for r in eng.ingestor.recover():
+        for r in eng.recover():
             print(f"{r.source}: {r.line()} (resumed after an interruption)", flush=True)
         width = max((len(f.source) for f in files), default=0)
         failed = 0
@@ -187,6 +194,48 @@ def cmd_reindex(settings: Settings, args) -> int:
     with _engine(settings, allow_model_change=True) as eng:
         results = eng.reindex()
         print(f"reindexed {len(results)} documents, {sum(r.chunks for r in results)} chunks with {eng.embedder.model_id}")
+    return 0
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    import signal
+    import threading
+
+    from ragchat.queue import QueueWorker
+
+    if not settings.shared_mode:
+        raise ConfigError("`ragchat worker` serves the job queue of shared mode: set shared.chroma_url and catalog_url "
+                          "(docs/DEPLOY.md); a single server ingests by itself")
+    with _engine(settings) as eng:
+        for note in eng.check_services():
+            print(f"ragchat: note: {note}", file=sys.stderr, flush=True)
+        eng.ingestor  # the embedding model, Chroma and the parser, before the first job
+        worker = QueueWorker(eng)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(f"ragchat worker {worker.name} is taking jobs (Ctrl+C to stop)", flush=True)
+        worker.start()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        worker.stop()
+    return 0
+
+
+def cmd_llm_server(settings: Settings, args) -> int:
+    import os
+    import threading
+
+    from ragchat.llm import serve_builtin
+
+    key = args.api_key or os.environ.get("RAGCHAT_LLM_SERVER_KEY") or ""
+    server = serve_builtin(settings.llm, args.host, args.port, key)
+    print(f"the built-in model answers at {server.url}/v1 (Ctrl+C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -256,7 +305,7 @@ def cmd_users(settings: Settings, args) -> int:
 
 _COMMANDS = {
     "ingest": cmd_ingest, "watch": cmd_watch, "docs": cmd_docs, "remove": cmd_remove, "reindex": cmd_reindex, "ask": cmd_ask,
-    "serve": cmd_serve, "eval": cmd_eval, "users": cmd_users,
+    "serve": cmd_serve, "worker": cmd_worker, "llm-server": cmd_llm_server, "eval": cmd_eval, "users": cmd_users,
 }
 
 
