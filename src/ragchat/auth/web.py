@@ -164,10 +164,9 @@ class WebSecurity:
     def secret(self) -> bytes:
         if self._secret is None:
             with self._lock:
-                stored = self.catalog.get_meta("session_secret")
-                if not stored:
-                    stored = secrets.token_hex(32)
-                    self.catalog.set_meta("session_secret", stored)
+                # every server of a shared catalog signs with the same secret (docs/DEPLOY.md)
+                stored = self.catalog.get_meta("session_secret") or self.catalog.setdefault_meta(
+                    "session_secret", secrets.token_hex(32))
                 self._secret = bytes.fromhex(stored)
         return self._secret
 

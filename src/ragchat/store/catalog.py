@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from ragchat.errors import StoreError
@@ -275,6 +275,16 @@ class Catalog:
     def set_meta(self, key: str, value: str) -> None:
         with self.session() as s, s.begin():
             s.merge(Meta(key=key, value=value))
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        """The stored value of key, storing value first if there is none. Of several processes
+        racing to store one, the first insert wins and all of them return it."""
+        try:
+            with self.session() as s, s.begin():
+                s.add(Meta(key=key, value=value))
+        except IntegrityError:
+            pass
+        return self.get_meta(key)
 
     # ---- documents ---------------------------------------------------------------------------
 

@@ -34,11 +34,7 @@ _FORMAT = "tantivy-1"  # must change with engine._LEXICAL_FORMAT: a new format r
 
 def store_id(catalog: Catalog) -> str:
     """A random id of this catalog, made once: it names the local caches that belong to it."""
-    sid = catalog.get_meta("store_id")
-    if sid is None:
-        catalog.set_meta("store_id", uuid.uuid4().hex)
-        sid = catalog.get_meta("store_id")
-    return sid
+    return catalog.get_meta("store_id") or catalog.setdefault_meta("store_id", uuid.uuid4().hex)
 
 
 class FollowedLexicalIndex:
