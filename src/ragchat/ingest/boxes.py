@@ -32,6 +32,7 @@ from typing import Sequence
 Rect = tuple[float, float, float, float]
 LINE_GAP = 0.08  # a horizontal gap wider than this (of the page's width) starts a new rectangle
 MIN_MATCH = 4  # diff blocks shorter than this are chance matches, not the passage
+MAX_DIFF = 20_000  # characters of a page's layer; past this, lining up (quadratic at worst) is not tried
 
 
 def word_rects(boxes: Sequence[Sequence[float]], start: int, end: int) -> list[Rect]:
@@ -40,8 +41,9 @@ def word_rects(boxes: Sequence[Sequence[float]], start: int, end: int) -> list[R
 
 
 # Hyphens: PDFium marks a line-end hyphen as its own character (U+FFFE, dropped with the other
-# control and unassigned characters), pypdf keeps it as "-" or not at all.
-_SKIP = frozenset("-\u00ad\u2010\u2011")
+# control and unassigned characters), pypdf keeps it as "-" or not at all. "|": the cell borders of
+# tables that the loader writes as Markdown, which the page does not show as characters.
+_SKIP = frozenset("-|\u00ad\u2010\u2011")
 
 
 def _compact(text: str) -> tuple[str, list[int]]:
@@ -71,7 +73,7 @@ def aligned_rects(page_text: str, start: int, end: int, layer_text: str, layer_b
     found = layer.find(passage)
     if found >= 0 and layer.find(passage, found + 1) < 0:
         hits = list(range(found, found + len(passage)))
-    else:
+    elif len(layer) <= MAX_DIFF and len(page_text) <= 2 * MAX_DIFF:
         # Line the whole page up with the layer, then keep the layer characters that line up with the passage.
         page, page_at = _compact(page_text)
         first = next((k for k, i in enumerate(page_at) if i >= start), len(page_at))
