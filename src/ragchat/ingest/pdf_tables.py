@@ -13,7 +13,8 @@ the page keeps pypdf's reading order (columns stay columns). The page text the c
 that spliced text, and chunk offsets point into it as into any page text.
 
 A table is accepted only when it looks like one and the splice is exact enough:
-- at least 2 rows and 2 columns with text, after empty rows and columns are dropped;
+- at least 2 rows and 2 columns with text, after empty rows and columns are dropped, and not a
+  header over one "row" whose every cell holds 3 or more lines (a table whose rows are not ruled);
 - not inside another accepted table (a table drawn inside a cell stays part of that cell);
 - the characters of its cells match, within 10 %, the characters of the pypdf text inside its box.
   Page frames and layout boxes whose "cells" overlap (a box around a column of text that holds
@@ -83,6 +84,16 @@ def clean_rows(rows: list[list[str | None]]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(r[i] for i in keep) for r in cells)
 
 
+def _unruled_rows(raw: list[list[str | None]]) -> bool:
+    """A header and one "row" whose every cell holds 3 or more lines: the rows of a table ruled only
+    around its columns (or only above and below), which pypdf reads row by row better."""
+    body = [r for r in raw[1:] if any((c or "").strip() for c in r)]
+    if len(body) != 1:
+        return False
+    cells = [c for c in body[0] if (c or "").strip()]
+    return all(len((c or "").strip().splitlines()) >= 3 for c in cells)
+
+
 def _inside(inner: tuple[float, ...], outer: tuple[float, ...], tol: float = _EDGE_TOLERANCE) -> bool:
     return (inner[0] >= outer[0] - tol and inner[1] >= outer[1] - tol
             and inner[2] <= outer[2] + tol and inner[3] <= outer[3] + tol)
@@ -127,8 +138,9 @@ def find_tables(plumber_page) -> list[FoundTable]:
         return []
     found = []
     for table in plumber_page.find_tables():
-        rows = clean_rows(table.extract())
-        if len(rows) >= MIN_ROWS and len(rows[0]) >= MIN_COLUMNS:
+        raw = table.extract()
+        rows = clean_rows(raw)
+        if len(rows) >= MIN_ROWS and len(rows[0]) >= MIN_COLUMNS and not _unruled_rows(raw):
             found.append(FoundTable(tuple(table.bbox), rows))
     # Largest first, so that a table drawn inside another's cell is the one dropped.
     found.sort(key=lambda t: -(t.bbox[2] - t.bbox[0]) * (t.bbox[3] - t.bbox[1]))
