@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ragchat.access import check_collection_name
 from ragchat.errors import ConfigError
 from watchdog.events import FileSystemEventHandler
 
@@ -97,7 +98,7 @@ class FolderWatcher:
         if not self.root.is_dir():
             raise ConfigError(f"cannot watch {folder}: it is not a folder")
         self.engine = engine
-        self.collection = collection or default_collection(self.root)
+        self.collection = check_collection_name(collection or default_collection(self.root))  # AccessError for people
         self.settle_s = settle_s
         self.polling = polling
         self.poll_interval_s = poll_interval_s
