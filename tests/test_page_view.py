@@ -25,6 +25,7 @@ from ragchat.ui import render
 DEMO = PDFS / "mineru__demo3.pdf"
 SCANNED = PDFS / "mineru__scanned.pdf"
 HAN = re.compile(r"[\u4e00-\u9fff]")
+OTTER_LINES = ["Sea otters float on their backs.", "They crack shells on flat stones."]
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -130,6 +131,10 @@ def test_a_text_layer_span_is_found_on_the_page_where_it_was_drawn(tmp_path):
     start = changed.index("Penguins")
     (fuzzy,) = aligned_rects(changed, start, start + len("Penguins always huddle against the wind."), layer_text, layer_boxes)
     assert abs(fuzzy[0] - rect[0]) < 0.01 and abs(fuzzy[3] - rect[3]) < 0.01
+    # a table the loader wrote as Markdown: its borders are not characters of the page
+    table = "| Penguins huddle | against the wind. |\n|---|---|"
+    (cells,) = aligned_rects(table, 0, len(table), layer_text, layer_boxes)
+    assert cells == rect
     top = text.index("Mountain")
     (first,) = aligned_rects(text, top, top + 8, layer_text, layer_boxes)
     assert first[3] < 0.15 and first[0] < 0.2
@@ -159,9 +164,11 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("page-view")
     notes = root / "notes.txt"
     notes.write_text("Notes about kelp: kelp forests grow along cold coasts.\n")
+    picture = root / "otters.png"
+    samples.text_image(OTTER_LINES, width=1200).save(picture)
     engine = Engine(make_settings(root / "store"))
-    results = engine.ingestor.ingest(collect([DEMO, SCANNED, notes]), "default")
-    assert [r.outcome for r in results] == ["added"] * 3, [r.line() for r in results]
+    results = engine.ingestor.ingest(collect([DEMO, SCANNED, notes, picture]), "default")
+    assert [r.outcome for r in results] == ["added"] * 4, [r.line() for r in results]
     fastapi_app, _ = build_app(engine, workdir=root)
     client = TestClient(fastapi_app, base_url="http://127.0.0.1:7860")
     docs = {d.source: d for d in engine.catalog.documents()}
@@ -221,6 +228,27 @@ def test_the_ocr_scanned_page_is_highlighted_where_tesseract_reads_the_chunk(app
     wanted = set(HAN.findall(chunk.text))
     assert len(seen & wanted) >= 0.8 * len(seen), (read, chunk.text)
     assert len(seen & wanted) >= 0.6 * len(wanted), (read, chunk.text)
+
+
+def test_an_image_document_is_drawn_with_its_ocr_text_highlighted_where_it_was_written(app):
+    from PIL import ImageDraw, ImageFont
+
+    client, engine, doc = app["client"], app["engine"], app["docs"]["otters.png"]
+    (chunk,) = engine.catalog.chunks_of(doc.id)
+    plain = get_png(client, doc.id, 1, width=600)
+    mask, (w, h) = highlighted(plain, get_png(client, doc.id, 1, chunk.id, width=600))
+    # where samples.text_image drew each line, as fractions of the picture
+    drawn = samples.text_image(OTTER_LINES, width=1200)
+    font = ImageFont.load_default(size=40)
+    lines = []
+    for i, line in enumerate(OTTER_LINES):
+        left, top, right, bottom = ImageDraw.Draw(drawn).textbbox((40, 40 + i * 80), line, font=font)
+        lines.append((left / drawn.width, top / drawn.height, right / drawn.width, bottom / drawn.height))
+    for line in lines:
+        assert count_in(mask, line) > 0.3 * (line[2] - line[0]) * w * (line[3] - line[1]) * h
+    x0, y0, x1, y1 = mask.getbbox()
+    assert x0 / w > lines[0][0] - 0.03 and x1 / w < max(r[2] for r in lines) + 0.03
+    assert y0 / h > lines[0][1] - 0.06 and y1 / h < lines[-1][3] + 0.06
 
 
 def test_pages_without_a_picture_and_unknown_documents_get_404(app):
