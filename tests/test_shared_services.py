@@ -8,13 +8,15 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from conftest import make_settings
 from ragchat.engine import Engine
 from ragchat.errors import StoreError
-from ragchat.ingest.pipeline import SourceFile
+from ragchat.ingest.pipeline import SourceFile, doc_id_for
 from services import Postgres, chroma_server, free_port
 
 TEXT = "The lighthouse keeper logs the fog horn hours. Fog rolls in from the bay every autumn morning."
@@ -98,3 +100,54 @@ def test_a_catalog_server_lost_while_running_gives_clear_errors_then_recovers(se
             assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"
     finally:
         pg.stop()
+
+
+def test_a_worker_process_takes_the_jobs_and_a_job_waits_for_a_lost_chroma(services, tmp_path):
+    """`ragchat worker` (no web server) runs the jobs this process queues; with the Chroma server away
+    a job goes back to the queue and is finished once the server is back."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    chroma = chroma_server(tmp_path / "chroma", port, tmp_path / "chroma.log")
+    chroma.start(url + "/api/v2/heartbeat")
+    settings = services.settings(tmp_path, shared={"chroma_url": url, "worker": False})
+    env = {"RAGCHAT_CATALOG_URL": settings.catalog_url, "RAGCHAT_SHARED__CHROMA_URL": url,
+           "RAGCHAT_SHARED__CHROMA_DATABASE": settings.shared.chroma_database,
+           "RAGCHAT_SHARED__LEXICAL_CACHE": str(tmp_path / "worker-cache")}
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, "HF_HUB_OFFLINE": "1", **env}
+    worker = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "--store", str(settings.store), "worker"],
+                              cwd=tmp_path, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (tmp_path / "a.txt").write_text(TEXT)
+    (tmp_path / "b.txt").write_text("Tide tables list the high water of each day.")
+    try:
+        with Engine(settings) as eng:
+            events = []
+            (row,) = eng.queue.run_files([SourceFile(tmp_path / "a.txt", "a.txt")], "default", on_event=events.append)
+            assert row.status == "done" and f":{worker.pid}:" in row.worker, (row.status, row.message, row.worker)
+            assert [e.stage for e in events][-1] == "done" and "added" in events[-1].message
+            assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"
+
+            chroma.stop()
+            rows = []
+            waiter = threading.Thread(target=lambda: rows.extend(
+                eng.queue.run_files([SourceFile(tmp_path / "b.txt", "b.txt")], "default")))
+            waiter.start()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                jobs = eng.catalog.jobs_for(doc_id_for("default", "b.txt"))
+                if jobs and jobs[0].message.startswith("waiting: the Chroma server at"):
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError("the job did not wait for the Chroma server")
+            assert jobs[0].status in ("queued", "running")
+            chroma.start(url + "/api/v2/heartbeat")
+            waiter.join(180)
+            (row,) = rows
+            assert row.status == "done" and row.attempts >= 2, (row.status, row.message)
+            assert eng.retriever.search("tide tables high water")[0].source == "b.txt"
+        worker.terminate()
+        assert worker.wait(60) == 0, worker.stdout.read()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        chroma.stop()
