@@ -278,6 +278,9 @@ def test_a_collection_with_other_documents_is_refused(tmp_path):
         other.mkdir(parents=True)
         with pytest.raises(ConfigError, match="already mirrors the folder"):
             FolderWatcher(eng, other, "notes").start()
+        folder.rmdir()  # the first folder is gone (moved): another folder may take its collection
+        FolderWatcher(eng, other, "notes").start().stop()
+        assert eng.catalog.get_meta("watch:notes") == str(other.resolve())
 
 
 @pytest.mark.slow

@@ -65,17 +65,18 @@ def default_collection(folder: Path) -> str:
 
 def claim(catalog, folder: Path, collection: str) -> None:
     """Record that `collection` mirrors `folder`, or raise ConfigError when that would remove
-    documents that are not the folder's: the collection belongs to another folder, or already
-    holds documents without having been watched."""
+    documents that are not the folder's: the collection belongs to another folder that still
+    exists, or already holds documents without having been watched. (A folder that was moved takes
+    its collection along: sources are relative to the folder, so its documents stay as they are.)"""
     folder = str(folder.resolve())
     owner = catalog.get_meta(_CLAIM + collection)
     if owner == folder:
         return
-    if owner is not None:
+    if owner is not None and Path(owner).is_dir():
         raise ConfigError(f"collection {collection!r} already mirrors the folder {owner}: a watched collection mirrors "
                           "one folder, so choose another collection for this one (--collection NAME)")
     held = len(catalog.documents(collections=[collection]))
-    if held:
+    if held and owner is None:
         raise ConfigError(f"collection {collection!r} already holds {held} document(s) that are not from {folder}. A "
                           "watched collection mirrors its folder, so they would be removed: choose another collection "
                           "(--collection NAME; by default the folder's name)")
