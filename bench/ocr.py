@@ -10,15 +10,20 @@ share of the text layer's tokens (words, and single Chinese characters) that OCR
 the page, which does not depend on order. A PDF with no text layer is timed only.
 
     .venv/bin/python bench/ocr.py ../shared/data/pdfs --pages 2
+    .venv/bin/python bench/ocr.py ../shared/data/pdfs --pages 1 --only demo3 --only SVOLT   # a few files
 
-Prints one line per page, then the mean seconds per page (rendering and OCR separately) and the
-median CER by language of the file name's MANIFEST.tsv row, when there is one.
+This is what ``ingest.ocr = "force"`` does to a page that has a text layer. Prints one line per
+page, then one per file (mean CER and seconds per page), the mean seconds per page (rendering and
+OCR separately), and the mean and median CER and token recall by language of the file's
+MANIFEST.tsv row (en, zh, zh+en), when there is one; ends with one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import re
 import statistics
 import sys
@@ -56,6 +61,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--pages", type=int, default=2, help="pages per file (default 2)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="only files whose name holds TEXT (may be given more than once)")
     args = parser.parse_args()
 
     from pypdf import PdfReader
@@ -70,7 +77,10 @@ def main() -> int:
         langs = {r["file"]: r["lang"] for r in csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t")}
     print(f"tesseract languages: {languages()}")
     render_s, ocr_s, cers, recalls = [], [], {}, {}
+    per_file: dict[str, dict] = {}
     for pdf in sorted(args.folder.glob("*.pdf")):
+        if args.only and not any(text in pdf.name for text in args.only):
+            continue
         try:
             reader = PdfReader(pdf)
             if reader.is_encrypted and not reader.decrypt(""):
@@ -92,11 +102,14 @@ def main() -> int:
                 end = time.perf_counter()
                 render_s.append(middle - start)
                 ocr_s.append(end - middle)
+                mine = per_file.setdefault(pdf.name, {"lang": langs.get(pdf.name, "?"), "s": [], "cer": []})
+                mine["s"].append(end - start)
                 line = f"{pdf.name} p{number}: render {middle - start:.2f} s, OCR {end - middle:.2f} s ({result.language})"
                 if layer:
                     cer = edit_distance(squash(result.text), layer) / len(layer)
                     found = recall(result.text, layer_text)
                     cers.setdefault(langs.get(pdf.name, "?"), []).append(cer)
+                    mine["cer"].append(cer)
                     recalls.setdefault(langs.get(pdf.name, "?"), []).append(found)
                     line += f", CER {cer:.3f}, token recall {found:.3f}, over {len(layer)} chars"
                 else:
@@ -105,12 +118,22 @@ def main() -> int:
     if not ocr_s:
         print("no page was read")
         return 1
+    print("\nper file:")
+    for name, mine in per_file.items():
+        cer = f"CER mean {statistics.mean(mine['cer']):.3f}" if mine["cer"] else "no text layer"
+        print(f"  {name} ({mine['lang']}): {len(mine['s'])} pages, {statistics.mean(mine['s']):.2f} s/page, {cer}")
     print(f"\npages: {len(ocr_s)}; render {statistics.mean(render_s):.2f} s/page; "
           f"OCR {statistics.mean(ocr_s):.2f} s/page (median {statistics.median(ocr_s):.2f}, max {max(ocr_s):.2f})")
+    summary = {"pages": len(ocr_s), "render_s_per_page": round(statistics.mean(render_s), 2),
+               "ocr_s_per_page": round(statistics.mean(ocr_s), 2), "by_lang": {}}
     for lang, values in sorted(cers.items()):
         found = recalls[lang]
-        print(f"{lang}: CER median {statistics.median(values):.3f} (mean {statistics.mean(values):.3f}); "
-              f"token recall median {statistics.median(found):.3f} (mean {statistics.mean(found):.3f}); {len(values)} pages")
+        print(f"{lang}: CER mean {statistics.mean(values):.3f} (median {statistics.median(values):.3f}); "
+              f"token recall mean {statistics.mean(found):.3f} (median {statistics.median(found):.3f}); {len(values)} pages")
+        summary["by_lang"][lang] = {"cer_mean": round(statistics.mean(values), 3), "cer_median": round(statistics.median(values), 3),
+                                    "recall_mean": round(statistics.mean(found), 3), "pages": len(values)}
+    print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+    print(json.dumps(summary))
     return 0
 
 

@@ -151,6 +151,18 @@ def test_a_box_around_prose_is_not_a_table(tmp_path):
     assert load(path, ocr="off").pages == load(path, ocr="off", pdf_tables=False).pages
 
 
+def test_a_table_ruled_only_around_its_columns_is_left_as_text(tmp_path):
+    # A header row, then one ruled "row" that holds every data row as lines: pypdf reads it row by
+    # row, pdfplumber would glue each column into one cell.
+    ops = "0.5 w 72 700 m 392 700 l S 72 680 m 392 680 l S 72 620 m 392 620 l S\n"
+    ops += "".join(f"{x} 700 m {x} 620 l S\n" for x in (72, 232, 392))
+    ops += text_ops(76, 686, "Dataset") + text_ops(236, 686, "Model")
+    for i, (name, model) in enumerate([("PubLayNet", "F/M"), ("PRImA", "M"), ("Newspaper", "F")]):
+        ops += text_ops(76, 666 - 15 * i, name) + text_ops(236, 666 - 15 * i, model)
+    path = write_pdf(tmp_path / "columns.pdf", [ops])
+    assert load(path, ocr="off").pages == load(path, ocr="off", pdf_tables=False).pages
+
+
 def test_a_table_inside_a_frame_is_read_once(tmp_path):
     frame = "0.5 w 60 560 m 500 560 l S 60 720 m 500 720 l S 60 560 m 60 720 l S 500 560 m 500 720 l S\n"
     inner = grid_ops(80, 700, [150, 150], [["Name", "Value"], ["Alpha", "1"], ["Beta", "2"]])
