@@ -21,16 +21,15 @@ from ragchat.embeddings import build_embedder
 from ragchat.errors import ConfigError, EmbeddingModelMismatch, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
-from ragchat.queue import JobQueue
 from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
+from ragchat.queue import JobQueue
 from ragchat.retrieve import Filters, Retriever
 from ragchat.store.catalog import Catalog
-from ragchat.store.lexical import LexicalIndex
+from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 from ragchat.store.lexical_follow import FollowedLexicalIndex
 from ragchat.store.vectors import VectorIndex
 
 _RESOLVE_TTL_S = 30.0
-_LEXICAL_FORMAT = "tantivy-1"  # bump to rebuild every store's BM25 index from the catalog on open
 
 
 class StoreLock:
@@ -116,7 +115,7 @@ class Engine:
         if self.shared:
             return self.followed_lexical.index
         index = LexicalIndex(self.store / "lexical")
-        if self.catalog.get_meta("lexical_index") != _LEXICAL_FORMAT or (index.count() == 0 and self.catalog.count_chunks()):
+        if self.catalog.get_meta("lexical_index") != LEXICAL_FORMAT or (index.count() == 0 and self.catalog.count_chunks()):
             self._rebuild_lexical(index)
         return index
 
@@ -126,7 +125,7 @@ class Engine:
         index.clear()
         for rows in self.catalog.iter_done_chunks():
             index.add(rows)
-        self.catalog.set_meta("lexical_index", _LEXICAL_FORMAT)
+        self.catalog.set_meta("lexical_index", LEXICAL_FORMAT)
         for old in ("lexical.sqlite", "lexical.sqlite-wal", "lexical.sqlite-shm"):
             (self.store / old).unlink(missing_ok=True)
 

@@ -26,7 +26,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Sequence

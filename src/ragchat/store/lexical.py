@@ -24,6 +24,7 @@ import tantivy
 
 from ragchat.analysis import analyze
 
+LEXICAL_FORMAT = "tantivy-1"  # bump to rebuild every BM25 index (and shared mode's caches) from the catalog
 _WRITER_HEAP = 64_000_000  # bytes of indexing buffer; the writer flushes a segment when it is full
 _MAX_TERM = 64  # longer "words" (base64 blobs, hashes) are not searchable and only bloat the index
 

@@ -25,11 +25,9 @@ import uuid
 from pathlib import Path
 
 from ragchat.store.catalog import Catalog
-from ragchat.store.lexical import LexicalIndex
+from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 
 log = logging.getLogger(__name__)
-
-_FORMAT = "tantivy-1"  # must change with engine._LEXICAL_FORMAT: a new format rebuilds every cache
 
 
 def store_id(catalog: Catalog) -> str:
@@ -61,14 +59,14 @@ class FollowedLexicalIndex:
             state = json.loads(self._state.read_text())
         except (OSError, ValueError):
             return None
-        if state.get("format") != _FORMAT or not isinstance(state.get("seq"), int):
+        if state.get("format") != LEXICAL_FORMAT or not isinstance(state.get("seq"), int):
             return None
         return state["seq"]
 
     def _save_seq(self, seq: int) -> None:
         self.seq = seq
         tmp = self._state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": _FORMAT, "seq": seq}))
+        tmp.write_text(json.dumps({"format": LEXICAL_FORMAT, "seq": seq}))
         tmp.replace(self._state)
 
     def rebuild(self) -> None:
