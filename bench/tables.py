@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/tables.py ../shared/data/pdfs
     .venv/bin/python bench/tables.py ../shared/data/pdfs --parse-all   # also: parse time of every PDF there
+    .venv/bin/python bench/tables.py ../shared/data/pdfs --parse-only  # only that
+    .venv/bin/python bench/tables.py ../shared/data/pdfs --ingest FILE_OR_DIR...  # ingest time, off and on
 
 The questions are bench/data/tables (BEIR layout: queries.jsonl, qrels/test.tsv). Each qrel points
 at a document and page ("FILE#pN"); the query's metadata holds the answer cell's value. The corpus
@@ -98,6 +100,22 @@ def run_store(questions: list[dict], pdfs: Path, tables: bool) -> dict:
     return {"ingest_s": ingest_s, "ranks": ranks, "chunks": chunks, "failed": len(failed)}
 
 
+def ingest_time(paths: list[Path], tables: bool) -> tuple[float, int]:
+    """Wall time (embedder load included) and chunks of ingesting paths into an empty store."""
+    from ragchat.config import load_settings
+    from ragchat.engine import Engine
+    from ragchat.ingest.pipeline import collect
+
+    with tempfile.TemporaryDirectory(prefix="ragchat-tables-") as store:
+        config = ROOT / "config.toml"
+        settings = load_settings(config if config.exists() else None, store=Path(store), catalog_url="")
+        settings.ingest = settings.ingest.model_copy(update={"pdf_tables": tables})
+        start = time.perf_counter()
+        with Engine(settings) as engine:
+            results = engine.ingestor.ingest(collect(paths), "speed")
+        return time.perf_counter() - start, sum(r.chunks for r in results)
+
+
 def scores(ranks: list[int]) -> dict:
     n = max(1, len(ranks))
     return {
@@ -108,12 +126,13 @@ def scores(ranks: list[int]) -> dict:
     }
 
 
-def parse_times(pdfs: Path) -> tuple[float, float, int]:
+def parse_times(pdfs: Path) -> list[tuple[str, int, float, float, int]]:
+    """(file, pages, best s without tables, best s with tables, pages whose text changed) per PDF."""
     from ragchat.errors import LoadError
     from ragchat.ingest.loaders import load
 
-    best = {False: {}, True: {}}
-    pages = 0
+    best: dict[tuple[str, bool], float] = {}
+    texts: dict[tuple[str, bool], list[str]] = {}
     files = sorted(pdfs.glob("*.pdf"))
     for _ in range(2):
         for f in files:
@@ -121,14 +140,24 @@ def parse_times(pdfs: Path) -> tuple[float, float, int]:
                 start = time.perf_counter()
                 try:
                     doc = load(f, ocr="off", pdf_tables=tables)
-                    n = len(doc.pages)
+                    texts[f.name, tables] = [p.text for p in doc.pages]
                 except LoadError:
-                    n = 0
+                    texts[f.name, tables] = []
                 took = time.perf_counter() - start
-                best[tables][f] = min(best[tables].get(f, took), took)
-                if tables and _ == 0:
-                    pages += n
-    return sum(best[False].values()), sum(best[True].values()), pages
+                best[f.name, tables] = min(best.get((f.name, tables), took), took)
+    return [(f.name, len(texts[f.name, True]), best[f.name, False], best[f.name, True],
+             sum(a != b for a, b in zip(texts[f.name, False], texts[f.name, True]))) for f in files]
+
+
+def print_parse_times(pdfs: Path, result: dict) -> None:
+    rows = parse_times(pdfs)
+    print(f"\nparse of every PDF in {pdfs} (OCR off, in this process, best of 2 interleaved rounds):")
+    print(f"{'file':52} {'pages':>5} {'without s':>9} {'with s':>7} {'changed pages':>13}")
+    for name, pages, off, on, changed in rows:
+        print(f"{name:52} {pages:>5} {off:>9.2f} {on:>7.2f} {changed:>13}")
+    off, on, pages = sum(r[2] for r in rows), sum(r[3] for r in rows), sum(r[1] for r in rows)
+    print(f"{'all':52} {pages:>5} {off:>9.2f} {on:>7.2f}   ({on / off:.2f}x)")
+    result["parse_s"] = {"before": round(off, 2), "after": round(on, 2), "pages": pages}
 
 
 def main() -> int:
@@ -136,9 +165,27 @@ def main() -> int:
     parser.add_argument("pdfs", type=Path, help="folder holding the PDFs the qrels name (../shared/data/pdfs)")
     parser.add_argument("--data", type=Path, default=DATA, help="the labelled set (default bench/data/tables)")
     parser.add_argument("--parse-all", action="store_true", help="also time parsing every PDF in the folder both ways")
+    parser.add_argument("--parse-only", action="store_true", help="only time parsing every PDF in the folder both ways")
+    parser.add_argument("--ingest", type=Path, nargs="+", metavar="PATH",
+                        help="only time ingesting these files or folders, without and with tables, in rounds (see --rounds)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds for --ingest (default 2; the faster run is kept)")
     args = parser.parse_args()
     logging.getLogger("pypdf").setLevel(logging.ERROR)
 
+    if args.ingest:
+        runs = {False: [], True: []}
+        for _ in range(args.rounds):
+            for tables in (False, True):
+                runs[tables].append(ingest_time(args.ingest, tables))
+        for tables in (False, True):
+            print(f"ingest with pdf_tables={str(tables).lower():5}: best {min(r[0] for r in runs[tables]):.2f} s "
+                  f"(all runs: {', '.join(f'{r[0]:.2f}' for r in runs[tables])}), {runs[tables][0][1]} chunks")
+        print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+        return 0
+    if args.parse_only:
+        print_parse_times(args.pdfs, {})
+        print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
+        return 0
     questions = read_set(args.data)
     check_answers(questions, args.pdfs)
     runs = {}
@@ -168,10 +215,7 @@ def main() -> int:
               "ingest_s": {"before": round(runs[False]["ingest_s"], 2), "after": round(runs[True]["ingest_s"], 2)},
               "chunks": {"before": runs[False]["chunks"], "after": runs[True]["chunks"]}}
     if args.parse_all:
-        off, on, pages = parse_times(args.pdfs)
-        print(f"parse of every PDF in {args.pdfs} ({pages} pages, OCR off, best of 2): "
-              f"without tables {off:.2f} s, with tables {on:.2f} s ({on / off:.2f}x)")
-        result["parse_s"] = {"before": round(off, 2), "after": round(on, 2), "pages": pages}
+        print_parse_times(args.pdfs, result)
     print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
     print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -133,7 +133,8 @@ class IngestSettings(_Section):
         True,
         description="Write the ruled tables of PDF pages (cells drawn with lines) as Markdown tables, so that every chunk "
         "of a table repeats its header row. Pages with drawn lines are read a second time (pdfplumber), which made "
-        "parsing table-heavy PDFs about 3 times slower (docs/RETRIEVAL.md); pages without lines cost almost nothing.",
+        "parsing the shared PDFs 3.3 times slower (docs/PERFORMANCE.md, section 10); pages without lines cost almost "
+        "nothing. It did not improve retrieval on the table questions of docs/RETRIEVAL.md.",
     )
 
 
