@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_settings
 from test_crash import cli_env
+
 from ragchat.engine import Engine
 from ragchat.errors import ConfigError
 from ragchat.ingest.pipeline import doc_id_for
 from ragchat.watch import FolderWatcher
 
 SETTLE_S = 0.5
-WORDS = "harbor lantern meadow copper violin glacier orchard falcon marble tundra canyon willow".split()
+WORDS = ["harbor", "lantern", "meadow", "copper", "violin", "glacier", "orchard", "falcon", "marble", "tundra", "canyon", "willow"]
 
 
 def text(tag: str, n: int = 40) -> str:
@@ -240,7 +240,7 @@ def test_half_written_file_is_read_once_complete(tmp_path):
     settle = 1.0
     results: list[tuple[str, str]] = []
     with Engine(make_settings(tmp_path / "store")) as eng:
-        eng.ingestor  # load the parts first, so the watcher is quick to react
+        _ = eng.ingestor  # load the parts first, so the watcher is quick to react
         watcher = FolderWatcher(eng, folder, "notes", settle_s=settle,
                                 on_result=lambda s, line: results.append((s, line))).start()
         try:

@@ -34,15 +34,21 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+
+from watchdog.events import FileSystemEventHandler
 
 from ragchat.access import check_collection_name
 from ragchat.errors import ConfigError
-from watchdog.events import FileSystemEventHandler
-
-from ragchat.ingest.pipeline import SUPPORTED_SUFFIXES, FileEvent, SourceFile, doc_id_for, sha256_file
+from ragchat.ingest.pipeline import (
+    SUPPORTED_SUFFIXES,
+    FileEvent,
+    SourceFile,
+    doc_id_for,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +125,7 @@ class FolderWatcher:
 
     # ---- life cycle ------------------------------------------------------------------------
 
-    def start(self) -> "FolderWatcher":
+    def start(self) -> FolderWatcher:
         """Claim the collection, start listening, then queue the catch-up (every file and document)."""
         claim(self.engine.catalog, self.root, self.collection)
         self._observer = self._start_observer()
