@@ -12,6 +12,12 @@ accepted table are dropped, and the table's Markdown goes where its first piece 
 the page keeps pypdf's reading order (columns stay columns). The page text the catalog stores is
 that spliced text, and chunk offsets point into it as into any page text.
 
+Which pages are searched: only those where PDFium finds at least 2 horizontal and 2 vertical drawn
+segments (``has_rules``, about 2 ms a page). pdfminer, under pdfplumber, reads such a page again
+in pure Python (about 0.2 s); over the shared PDFs parsing took 3.3 times as long, and retrieval of
+table questions did not improve (docs/PERFORMANCE.md, section 10; docs/RETRIEVAL.md), which is why
+``ingest.pdf_tables`` can turn it off.
+
 A table is accepted only when it looks like one and the splice is exact enough:
 - at least 2 rows and 2 columns with text, after empty rows and columns are dropped, and not a
   header over one "row" whose every cell holds 3 or more lines (a table whose rows are not ruled);
