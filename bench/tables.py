@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import statistics
 import sys
 import tempfile
 import time

@@ -38,9 +38,11 @@ spans several rows or columns is written once, the others stay empty).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 MIN_ROWS = 2
 MIN_COLUMNS = 2
@@ -281,13 +283,11 @@ class PdfTables:
     def close(self) -> None:
         for doc in (self._plumber, self._pdfium):
             if doc is not None:
-                try:
+                with contextlib.suppress(Exception):  # closing a broken file must not fail a load
                     doc.close()
-                except Exception:  # noqa: BLE001 - closing a broken file must not fail a load
-                    pass
         self._plumber = self._pdfium = None
 
-    def __enter__(self) -> "PdfTables":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
