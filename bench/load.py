@@ -21,6 +21,14 @@ load against it and stops it.
 
 With login on, pass ``--user NAME`` and the password in RAGCHAT_PASSWORD (or ``--password``).
 
+``--shared CORPUS...`` is another mode (bench/load_shared.py): it starts PostgreSQL, a Chroma server
+and the LLM server on loopback ports and, side by side in one run, loads one embedded server, one
+shared-mode server and two shared-mode servers through the REST API (20 users searching, some of
+them asking, 2 uploading), and reports search p50/p95, first tokens, errors, uploads per minute and
+the CPU of each part:
+
+    flock /tmp/ragchat-heavy.lock .venv/bin/python bench/load.py --shared ../shared/samples/seeds --seconds 60
+
 Prints a table, then one JSON line:
 {"api_name", "users", "requests", "ok", "busy", "errors", "error_kinds", "wall_s", "throughput_per_s",
  "p50_s", "p95_s", "max_s", "first_update_p50_s", "first_update_p95_s"}
@@ -224,14 +232,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--launch", nargs="+", type=Path, metavar="CORPUS", help="ingest CORPUS and serve it for the run")
     p.add_argument("--api-name", default="/ask", help="endpoint to call (see src/ragchat/ui/server.py)")
     p.add_argument("--no-question", action="store_true", help="call the endpoint without arguments")
-    p.add_argument("--users", type=int, default=5, help="concurrent clients (sessions)")
+    p.add_argument("--users", type=int, default=None, help="concurrent clients (default 5; 20 with --shared)")
     p.add_argument("--requests", type=int, default=20, help=f"total calls (at most {MAX_REQUESTS})")
-    p.add_argument("--timeout", type=float, default=180.0, help="longest wait for one call, in seconds")
+    p.add_argument("--timeout", type=float, default=None, help="longest wait for one call, in seconds (default 180; 60 with --shared)")
     p.add_argument("--max-seconds", type=float, default=600.0, help=f"stop starting calls after this (at most {MAX_SECONDS})")
-    p.add_argument("--max-answer-tokens", type=int, default=48, help="answer length for --launch")
+    p.add_argument("--max-answer-tokens", type=int, default=48, help="answer length for --launch and --shared")
     p.add_argument("--user", help="login name when the app requires login")
     p.add_argument("--password", help="password (default: RAGCHAT_PASSWORD)")
+    g = p.add_argument_group("shared mode (bench/load_shared.py)")
+    g.add_argument("--shared", nargs="+", type=Path, metavar="CORPUS",
+                   help="start the services and compare one embedded, one and two shared-mode servers, CORPUS ingested in each")
+    g.add_argument("--seconds", type=float, default=60.0, help="load per setup, in seconds (at most 600)")
+    g.add_argument("--askers", type=int, default=2, help="of the --users, how many ask (POST /api/v1/ask) instead of searching")
+    g.add_argument("--uploaders", type=int, default=2, help="users uploading a file and waiting for it, one after the other")
+    g.add_argument("--builtin-model", default="smollm2-135m", choices=["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"],
+                   help="bundled model behind `ragchat llm-server`")
+    g.add_argument("--setups", default="embedded,shared1,shared2", help="which setups, in order (comma-separated)")
+    g.add_argument("--follow-interval", type=float, default=1.0, help="shared.follow_interval_s of the servers")
+    g.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, logs)")
     args = p.parse_args(argv)
+    if args.shared:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import load_shared
+
+        return load_shared.main(args)
+    args.users = 5 if args.users is None else args.users
+    args.timeout = 180.0 if args.timeout is None else args.timeout
     args.requests = max(1, min(args.requests, MAX_REQUESTS))
     args.users = max(1, min(args.users, args.requests, 200))
     args.max_seconds = max(1.0, min(args.max_seconds, MAX_SECONDS))
