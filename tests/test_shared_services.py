@@ -151,3 +151,22 @@ def test_a_worker_process_takes_the_jobs_and_a_job_waits_for_a_lost_chroma(servi
         if worker.poll() is None:
             worker.kill()
         chroma.stop()
+
+
+def test_the_cli_ingests_through_the_queue_in_shared_mode(services, tmp_path):
+    settings = services.settings(tmp_path)
+    env = {"RAGCHAT_CATALOG_URL": settings.catalog_url, "RAGCHAT_SHARED__CHROMA_URL": settings.shared.chroma_url,
+           "RAGCHAT_SHARED__CHROMA_DATABASE": settings.shared.chroma_database,
+           "RAGCHAT_SHARED__LEXICAL_CACHE": str(tmp_path / "cli-cache")}
+    (tmp_path / "a.txt").write_text(TEXT)
+    out = cli(tmp_path, env, "ingest", str(tmp_path / "a.txt"), str(tmp_path / "missing.txt"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert re.fullmatch(r"a\.txt\s+added \d+ chunks", lines[0]), out.stdout
+    assert lines[1].startswith("missing.txt") and "failed: cannot read the file" in lines[1], out.stdout
+    out = cli(tmp_path, env, "ingest", str(tmp_path / "a.txt"))
+    assert out.returncode == 0 and out.stdout.split() == ["a.txt", "unchanged"], out.stdout + out.stderr
+    with Engine(settings) as eng:
+        (job, _) = eng.catalog.jobs_for(doc_id_for("default", "a.txt"))
+        assert job.status == "done" and job.password is None
+        assert eng.retriever.search("fog horn lighthouse")[0].source == "a.txt"

@@ -142,6 +142,8 @@ def cmd_ingest(settings: Settings, args) -> int:
     from ragchat.ingest.pipeline import collect
 
     files = collect(args.paths)
+    if settings.shared_mode:
+        return _ingest_through_queue(settings, files, args)
     with _engine(settings) as eng:
         for r in eng.recover():
             print(f"{r.source}: {r.line()} (resumed after an interruption)", flush=True)
@@ -152,6 +154,24 @@ def cmd_ingest(settings: Settings, args) -> int:
             failed += r.outcome == "failed"
             print(f"{r.source:<{width}}  {r.line()}", flush=True)
     return 1 if failed else 0
+
+
+def _ingest_through_queue(settings: Settings, files, args) -> int:
+    """Shared mode: the files become jobs of the catalog's queue, which this process serves too, so
+    a job outlives this command if it is killed (another process takes it over)."""
+    from ragchat.queue import QueueWorker
+
+    width = max((len(f.source) for f in files), default=0)
+    with _engine(settings) as eng:
+        eng.check_services()
+        worker = QueueWorker(eng).start()
+        try:
+            rows = eng.queue.run_files(files, args.collection or settings.collection, password=args.password)
+        finally:
+            worker.stop()
+    for r in rows:
+        print(f"{r.source:<{width}}  {r.message}", flush=True)
+    return 1 if any(r.status == "failed" for r in rows) else 0
 
 
 def cmd_watch(settings: Settings, args) -> int:

@@ -66,9 +66,14 @@ class JobQueue:
             return []
         ids = []
         for f in files:
-            staged = self._stage(f.path)
+            staged, failed = None, None
+            try:
+                staged = self._stage(f.path)
+            except OSError as exc:
+                failed = f"cannot read the file: {exc.strerror or exc}"
             ids.append(self.catalog.enqueue_job(kind="ingest", doc_id=doc_id_for(target, f.source), collection=collection,
-                                                source=f.source, owner=owner, path=staged, password=password))
+                                                source=f.source, owner=owner, path=staged, password=password,
+                                                failed=failed))
         return self.wait(ids, on_event)
 
     def run_reindex(self, docs: Sequence, on_event=None) -> list:
@@ -86,7 +91,8 @@ class JobQueue:
         emit = on_event or _ignore
         seen: dict[str, tuple] = {}
         while True:
-            rows = self.catalog.jobs(ids)
+            order = {jid: i for i, jid in enumerate(ids)}
+            rows = sorted(self.catalog.jobs(ids), key=lambda r: order[r.id])
             for r in rows:
                 state = (r.stage, r.done, r.total, r.message)
                 if seen.get(r.id) != state:
@@ -103,7 +109,11 @@ class JobQueue:
         folder = self.incoming / uuid.uuid4().hex
         folder.mkdir(parents=True)
         dest = folder / safe_name(path.name)
-        shutil.copyfile(path, dest)
+        try:
+            shutil.copyfile(path, dest)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return dest.relative_to(self.engine.store).as_posix()
 
 

@@ -487,11 +487,15 @@ class Catalog:
     # ---- the ingestion queue of shared mode (ragchat.queue runs the jobs) ---------------------------
 
     def enqueue_job(self, *, kind: str, doc_id: str, collection: str, source: str, owner: str | None,
-                    path: str | None = None, password: str | None = None, force: bool = False) -> str:
+                    path: str | None = None, password: str | None = None, force: bool = False,
+                    failed: str | None = None) -> str:
+        """A new job; failed: a job that could not even be queued (its file was unreadable), with the reason."""
         jid = uuid.uuid4().hex
+        status, stage, message = ("failed", "failed", f"failed: {failed}") if failed else ("queued", "queued", "")
         with self.session() as s, s.begin():
             s.add(JobRow(id=jid, kind=kind, doc_id=doc_id, collection=collection, source=source, owner=owner, path=path,
-                         password=password, force=force, status="queued", created_at=_now(), updated_at=_now()))
+                         password=None if failed else password, force=force, status=status, stage=stage,
+                         message=message, created_at=_now(), updated_at=_now()))
         return jid
 
     def claim_job(self, worker: str, stale_s: float) -> JobRow | None:
