@@ -104,7 +104,7 @@ def table_pdf(tmp_path):
 
 
 def test_a_ruled_table_becomes_markdown_rows_with_its_header(table_pdf):
-    doc = load(table_pdf, ocr="off")
+    doc = load(table_pdf, ocr="off", pdf_tables=True)
     text = doc.pages[0].text
     assert "| Parameter | Value | Unit |\n|---|---|---|\n| Nominal capacity | 196 | Ah |" in text
     assert "| Cell weight | 3380 | g |\n| Cycle life | 2000 | cycles |" in text
@@ -122,7 +122,7 @@ def test_without_the_setting_the_table_is_pypdf_text(table_pdf):
 
 
 def test_a_page_without_a_table_is_unchanged(table_pdf):
-    with_tables = load(table_pdf, ocr="off")
+    with_tables = load(table_pdf, ocr="off", pdf_tables=True)
     without = load(table_pdf, ocr="off", pdf_tables=False)
     assert with_tables.pages[1] == without.pages[1]
     assert PROSE in with_tables.pages[1].text
@@ -131,7 +131,7 @@ def test_a_page_without_a_table_is_unchanged(table_pdf):
 def test_every_chunk_of_a_long_table_repeats_the_header_and_keeps_offsets(tmp_path):
     rows = [["Item", "Specification"]] + [[f"Parameter {i}", f"{100 + i} units"] for i in range(30)]
     path = write_pdf(tmp_path / "long.pdf", [text_ops(72, 760, "Long table") + grid_ops(72, 740, [200, 200], rows)])
-    page = load(path, ocr="off").pages[0]
+    page = load(path, ocr="off", pdf_tables=True).pages[0]
     tok = WordPieceTokenizer(bundled_model_path() / "tokenizer.json")
     chunks = chunk_pages([(page.number, page.text)], tok, 64, 8, "doc", "sha")
     assert len(chunks) > 2
@@ -148,7 +148,7 @@ def test_a_box_around_prose_is_not_a_table(tmp_path):
     frame = "0.5 w 60 600 m 550 600 l S 60 700 m 550 700 l S 60 600 m 60 700 l S 550 600 m 550 700 l S\n"
     ops = frame + text_ops(72, 680, "A framed paragraph of ordinary text.") + text_ops(72, 660, "It goes on here.")
     path = write_pdf(tmp_path / "frame.pdf", [ops])
-    assert load(path, ocr="off").pages == load(path, ocr="off", pdf_tables=False).pages
+    assert load(path, ocr="off", pdf_tables=True).pages == load(path, ocr="off", pdf_tables=False).pages
 
 
 def test_a_table_ruled_only_around_its_columns_is_left_as_text(tmp_path):
@@ -160,14 +160,14 @@ def test_a_table_ruled_only_around_its_columns_is_left_as_text(tmp_path):
     for i, (name, model) in enumerate([("PubLayNet", "F/M"), ("PRImA", "M"), ("Newspaper", "F")]):
         ops += text_ops(76, 666 - 15 * i, name) + text_ops(236, 666 - 15 * i, model)
     path = write_pdf(tmp_path / "columns.pdf", [ops])
-    assert load(path, ocr="off").pages == load(path, ocr="off", pdf_tables=False).pages
+    assert load(path, ocr="off", pdf_tables=True).pages == load(path, ocr="off", pdf_tables=False).pages
 
 
 def test_a_table_inside_a_frame_is_read_once(tmp_path):
     frame = "0.5 w 60 560 m 500 560 l S 60 720 m 500 720 l S 60 560 m 60 720 l S 500 560 m 500 720 l S\n"
     inner = grid_ops(80, 700, [150, 150], [["Name", "Value"], ["Alpha", "1"], ["Beta", "2"]])
     path = write_pdf(tmp_path / "framed.pdf", [frame + inner + text_ops(80, 600, "Below the table.")])
-    text = load(path, ocr="off").pages[0].text
+    text = load(path, ocr="off", pdf_tables=True).pages[0].text
     assert text == "| Name | Value |\n|---|---|\n| Alpha | 1 |\n| Beta | 2 |\n\nBelow the table."
 
 
@@ -191,7 +191,7 @@ def test_a_page_the_table_finder_cannot_read_keeps_its_text(table_pdf, monkeypat
         raise ValueError("a hostile page")
 
     monkeypatch.setattr(pdf_tables, "find_tables", broken)
-    assert load(table_pdf, ocr="off").pages == load(table_pdf, ocr="off", pdf_tables=False).pages
+    assert load(table_pdf, ocr="off", pdf_tables=True).pages == load(table_pdf, ocr="off", pdf_tables=False).pages
 
 
 def test_a_document_pdfplumber_cannot_open_keeps_its_text(table_pdf, monkeypatch):
@@ -201,20 +201,20 @@ def test_a_document_pdfplumber_cannot_open_keeps_its_text(table_pdf, monkeypatch
         raise RuntimeError("cannot open")
 
     monkeypatch.setattr(pdfplumber, "open", cannot_open)
-    assert load(table_pdf, ocr="off").pages == load(table_pdf, ocr="off", pdf_tables=False).pages
+    assert load(table_pdf, ocr="off", pdf_tables=True).pages == load(table_pdf, ocr="off", pdf_tables=False).pages
 
 
 def test_a_corrupt_page_is_skipped_and_the_table_page_is_still_read(tmp_path):
     garbage = zlib.compress(b"BT /F1 10 Tf 72 700 Td (cut") [:-6]  # a truncated Flate stream
     path = write_pdf(tmp_path / "corrupt.pdf", [TABLE_PAGE, PLAIN_PAGE], raw_streams={1: garbage})
-    doc = load(path, ocr="off")
+    doc = load(path, ocr="off", pdf_tables=True)
     assert "| Nominal capacity | 196 | Ah |" in doc.pages[0].text
 
 
 def test_too_many_rules_are_not_searched(tmp_path, monkeypatch):
     monkeypatch.setattr(pdf_tables, "MAX_EDGES", 5)
     path = write_pdf(tmp_path / "t.pdf", [TABLE_PAGE])
-    assert "|" not in load(path, ocr="off").pages[0].text
+    assert "|" not in load(path, ocr="off", pdf_tables=True).pages[0].text
 
 
 def test_cell_lines_are_joined_without_spaces_between_chinese_characters():
@@ -224,12 +224,12 @@ def test_cell_lines_are_joined_without_spaces_between_chinese_characters():
 
 def test_a_real_ruled_chinese_table(tmp_path):
     # MinerU's CCS rules page: one ruled table with merged cells, Chinese.
-    text = load(FIXTURES / "mineru__2list_1table.pdf", ocr="off").pages[0].text
+    text = load(FIXTURES / "mineru__2list_1table.pdf", ocr="off", pdf_tables=True).pages[0].text
     assert "| 智能作业功能标志 | 功能标志含义说明 | | 技术要求 |\n|---|---|---|---|\n| Dx | 智能疏浚 |" in text
 
 
 def test_the_setting_reaches_the_parsing_worker(table_pdf):
-    with IsolatedLoader(IngestSettings(ocr="off", parse_timeout_s=60)) as on:
+    with IsolatedLoader(IngestSettings(ocr="off", parse_timeout_s=60, pdf_tables=True)) as on:
         assert "| Cell weight | 3380 | g |" in on.load(table_pdf).pages[0].text
     with IsolatedLoader(IngestSettings(ocr="off", parse_timeout_s=60, pdf_tables=False)) as off:
         assert "|" not in off.load(table_pdf).pages[0].text

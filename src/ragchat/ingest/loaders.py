@@ -423,7 +423,7 @@ def load(
     ocr: str = "auto",
     ocr_timeout_s: float | None = None,
     progress: Progress | None = None,
-    pdf_tables: bool = True,
+    pdf_tables: bool = False,
 ) -> LoadedDocument:
     """Read one file into pages of text, or raise LoadError saying why it cannot be read.
 
