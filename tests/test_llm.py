@@ -24,7 +24,6 @@ from ragchat.errors import BusyError, LLMError
 from ragchat.llm import (
     LLMGate,
     ResolvedLLM,
-    builtin_server,
     list_ollama_models,
     resolve_llm,
     stream_text,

@@ -10,7 +10,6 @@ fail (they are never skipped).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
