@@ -119,6 +119,8 @@ def _env(ollama_url: str) -> dict:
         "RAGCHAT_LLM__PROVIDER": "ollama", "RAGCHAT_LLM__OLLAMA_URL": ollama_url, "RAGCHAT_LLM__OLLAMA_MODEL": "llama3.2",
         # every dense hit counts as relevant, so each English prompt carries four sources, a wrong one among them
         "RAGCHAT_RETRIEVAL__MIN_DENSE_SCORE": "-1", "HF_HUB_OFFLINE": "1",
+        # the fake replies are scored as written: no passage quoted under them (tests/test_quote.py)
+        "RAGCHAT_CHAT__QUOTE_WORDS": "0",
     })
     return env
 

@@ -20,11 +20,12 @@ from typing import Callable, Iterator, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from ragchat import grounding
+from ragchat import grounding, quote
 from ragchat.analysis import analyze, cjk_share
 from ragchat.config import ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
 from ragchat.llm import LLMGate, ResolvedLLM, stream_text
+from ragchat.refusal import is_refusal
 from ragchat.retrieve import Filters, Hit, Retriever
 
 NO_DOCUMENTS = (
@@ -162,6 +163,9 @@ class ChatEngine:
             answer.text, answer.sources = cite(sanitize_markdown("".join(parts).strip()), answer.retrieved)
         if answer.text and not answer.partial and not answer.error:
             self.ground(answer)
+            added = self.add_quote(answer)
+            if added:
+                yield ChatEvent("token", added)
         if not answer.text and answer.error:
             answer.text = answer.error
         yield ChatEvent("done", answer=answer)
@@ -174,6 +178,24 @@ class ChatEngine:
         cited = _cited_ids(answer.text, answer.retrieved)
         answer.sources = [s for s in answer.retrieved if s.id in cited]
         answer.unsupported = [v.sentence for v in verdicts if v.checked and v.supported_by is None]
+
+    def add_quote(self, answer: Answer) -> str:
+        """Quote, under the answer, the passage of its best-ranked cited source that best matches the
+        question (quote.py); when no sentence of the answer is supported, of the best-ranked retrieved
+        source. Returns what was added to answer.text ("" for none)."""
+        budget = self.settings.quote_words
+        if not budget or not answer.retrieved or is_refusal(grounding.UNSUPPORTED_RE.sub("", answer.text)):
+            return ""
+        source = answer.sources[0] if answer.sources else answer.retrieved[0]  # cited: a supported sentence
+        body = grounding.UNSUPPORTED_RE.sub("", answer.text)
+        text = quote.passage(source.text, answer.question, body, budget)
+        if not text or quote.redundant(text, body):
+            return ""
+        added = "\n\n" + sanitize_markdown(quote.markdown(text, source.id))
+        answer.text += added
+        if source not in answer.sources:
+            answer.sources = [s for s in answer.retrieved if s in answer.sources or s is source]
+        return added
 
     def standalone(self, question: str, history: Sequence[tuple[str, str]], llm: ResolvedLLM) -> str:
         previous = [c for r, c in history if r == "user"]

@@ -25,6 +25,7 @@ from typing import Sequence
 from ragchat.analysis import analyze
 
 UNSUPPORTED = "[not supported by the documents]"
+UNSUPPORTED_RE = re.compile(r"\s*" + re.escape(UNSUPPORTED))
 THRESHOLD = 0.6  # share of a sentence's content terms found in a source (bench/grounding.py)
 MIN_TERMS = 3
 

@@ -1,0 +1,96 @@
+"""The passage an answer rests on, quoted verbatim under it, so the reader sees the documents' own words.
+
+A small model's answer is short and sometimes wrong or thin. Under it, ragchat quotes the part of
+one cited source that best matches the question: whole consecutive sentences of the chunk, at most
+``budget`` words (a Chinese character counts as a word), chosen by how many distinct question terms
+they hold (``analyze``, as BM25 sees them), then by how many answer terms, then the run that starts
+at the single best matching sentence (an answer usually goes on after it), then the nearest one. The
+source quoted is the best-ranked one the answer cites; when no sentence of the answer is supported
+(grounding.check), it is the best-ranked retrieved source, and the quote is the fallback answer.
+
+No quote is added to a refusal, nor when the answer already holds nearly all of the quote's terms
+(the model copied it). Measured in docs/ANSWERS.md; ``chat.quote_words = 0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from ragchat.analysis import analyze
+
+REDUNDANT = 0.8  # share of the quote's terms already in the answer above which the quote adds nothing
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|(?<=[。！？；])\s*|\n\s*\n")
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，；：、]")
+_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_CITATION_LIKE = re.compile(r"[\[【]\s*(\d{1,3}(?:\s*[,，;]\s*\d{1,3})*)\s*[\]】]")  # a document's own "[12]"
+
+
+def words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def _units(text: str, budget: int) -> list[str]:
+    """The text's sentences; one longer than the budget is split at clause marks, else cut by words."""
+    out: list[str] = []
+    for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+        if not sentence:
+            continue
+        if words(sentence) <= budget:
+            out.append(sentence)
+            continue
+        piece = ""
+        for part in re.split(f"(?<={_CLAUSE_END.pattern})", sentence):
+            if piece and words(piece + part) > budget:
+                out.append(piece.strip())
+                piece = ""
+            piece += part
+        if piece.strip():
+            out.append(piece.strip())
+    return [u if words(u) <= budget else _first_words(u, budget - 1) + " …" for u in out]
+
+
+def _first_words(text: str, n: int) -> str:
+    ends = [m.end() for m in _WORD.finditer(text)]
+    return text[: ends[n - 1]] if 0 < n <= len(ends) else text
+
+
+def passage(text: str, question: str, answer: str, budget: int) -> str:
+    """The run of consecutive sentences of ``text``, at most ``budget`` words, that best matches the question."""
+    units = _units(text, budget)
+    if not units:
+        return ""
+    wanted, said = set(analyze(question)), set(analyze(answer))
+    terms = [set(analyze(u)) for u in units]
+    top = max(range(len(units)), key=lambda i: (len(wanted & terms[i]), len(said & terms[i]), -i))
+    best, best_key = "", None
+    for i in range(len(units)):
+        j, n, held = i, 0, set()
+        while j < len(units) and (j == i or n + words(units[j]) <= budget):
+            n += words(units[j])
+            held |= terms[j]
+            j += 1
+        key = (len(wanted & held), len(said & held), i == top, -abs(i - top))
+        if best_key is None or key > best_key:
+            best, best_key = _join(units[i:j]), key
+    return best
+
+
+def _join(units: Sequence[str]) -> str:
+    out = ""
+    for u in units:  # no space between Chinese sentences
+        out += u if not out or out[-1] in "。！？；" else " " + u
+    return out
+
+
+def redundant(quote: str, answer: str) -> bool:
+    """The answer already says (nearly) everything the quote would."""
+    q = set(analyze(quote))
+    return not q or len(q & set(analyze(answer))) / len(q) >= REDUNDANT
+
+
+def markdown(quote: str, source_id: int) -> str:
+    """The quote as a Markdown block quote that cites its source. The document's own bracketed
+    numbers ("[12]" in a paper) become "(12)", so they are never taken for ragchat's citations."""
+    text = " ".join(_CITATION_LIKE.sub(r"(\1)", quote).split())
+    return f"> {text} [{source_id}]"
