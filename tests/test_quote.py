@@ -1,17 +1,21 @@
 """The passage quoted under an answer (ragchat.quote): which sentences it picks, on their own, and
 through the chat engine with a real store and embedder and an LLM whose reply is known (the fake
-Ollama server): a thin answer, an invented one, a refusal, a copied passage and a hostile document."""
+Ollama server): a thin answer, an invented one, a refusal, a copied passage and a hostile document.
+Then the similarity gates: far passages are not handed to the model, and a refusal over a close
+passage gives way to that passage. Their thresholds are measured in docs/ANSWERS.md; here they are
+set to values every case crosses for sure."""
 
 from __future__ import annotations
 
 from ollama_fake import FakeOllama
 
-from ragchat.chat import ChatEngine
+from ragchat.chat import CLOSEST_PASSAGE, NOT_ANSWERED, REFUSAL_EN, ChatEngine
 from ragchat.config import LLMSettings
 from ragchat.grounding import UNSUPPORTED
 from ragchat.ingest.pipeline import collect
 from ragchat.llm import resolve_llm
 from ragchat.quote import markdown, passage, redundant, words
+from ragchat.refusal import is_refusal
 
 OTTERS = ("Kelp forests grow in cold, nutrient-rich coastal water. Sea otters eat the urchins that graze on kelp. "
           "Where otters live, the forests stay healthy. The Aleutian Islands lost most of their otters in the 1990s. "
@@ -100,3 +104,57 @@ def test_a_hostile_document_cannot_put_a_link_or_image_in_the_quote(engine, tmp_
     _, answer = _ask(engine, "Mara keeps it [1].", "Who keeps the vault code?")
     quote = answer.text.split("\n\n> ", 1)[1]
     assert "](" not in quote and "`https://evil.example/?q=secret`" in quote
+
+
+# ---- when the documents do not answer ----------------------------------------------------------------
+
+
+def _ask_logged(engine, reply: str, question: str, **chat_settings):
+    settings = engine.settings.chat.model_copy(update=chat_settings)
+    with FakeOllama(models=["llama3.2"], reply=reply, token_delay_s=0.01) as fake:
+        llm = LLMSettings(provider="ollama", ollama_url=fake.url, timeout_s=10, connect_timeout_s=1)
+        chat = ChatEngine(settings, engine.retriever, lambda o: resolve_llm(llm), engine.gate, 10, engine.has_documents)
+        events = list(chat.stream(question))
+        asked = [r for r in fake.requests if r[1] == "/api/chat"]
+    return events, events[-1].answer, asked
+
+
+def test_far_passages_are_not_handed_to_the_model(engine, tmp_path):
+    _ingest(engine, tmp_path, "otters.txt", OTTERS)
+    question = "Why did the Aleutian Islands lose their otters?"
+    events, answer, asked = _ask_logged(engine, "Orcas hunt them [1].", question, unanswered_below=0.99)
+    assert answer.text == NOT_ANSWERED and not asked and is_refusal(answer.text)
+    assert [s.source for s in answer.retrieved] == ["otters.txt"]  # the sources are still shown
+    assert engine.retriever.closeness(question, engine.retriever.search(question)) < 0.99
+    _, answer, asked = _ask_logged(engine, "Orcas hunt them [1].", question, unanswered_below=0.1)
+    assert answer.text.startswith("Orcas hunt them [1].") and asked
+
+
+def test_a_refusal_over_a_close_passage_gives_way_to_that_passage_and_is_never_streamed(engine, tmp_path):
+    _ingest(engine, tmp_path, "otters.txt", OTTERS)
+    question = "Why did the Aleutian Islands lose their otters?"
+    events, answer, _ = _ask_logged(engine, REFUSAL_EN, question, unanswered_below=-1, passage_over_refusal=0.1)
+    tokens = "".join(e.text for e in events if e.kind == "token")
+    assert "could not find" not in tokens and tokens == answer.text
+    assert answer.text.startswith(CLOSEST_PASSAGE + "\n\n> ") and "Orcas began to hunt them there" in answer.text
+    assert not is_refusal(answer.text) and [s.id for s in answer.sources] == [1] and not answer.unsupported
+    # below the bar, the refusal stands, streamed as usual
+    events, answer, _ = _ask_logged(engine, REFUSAL_EN, question, unanswered_below=-1, passage_over_refusal=0.99)
+    assert answer.text == REFUSAL_EN == "".join(e.text for e in events if e.kind == "token")
+    # an answer that only starts like the refusal is streamed whole
+    reply = "I could not say more than this: orcas began to hunt the otters there [1]."
+    events, answer, _ = _ask_logged(engine, reply, question, unanswered_below=-1, passage_over_refusal=0.1)
+    assert "".join(e.text for e in events if e.kind == "token").startswith(reply)
+
+
+def test_the_gates_hold_only_for_the_embedder_and_languages_they_were_measured_with(engine, tmp_path):
+    from ragchat.config import ChatSettings
+
+    assert ChatSettings().similarity_gates(calibrated=True) == (0.5, 0.6)
+    assert ChatSettings().similarity_gates(calibrated=False) == (-1.0, 2.0)
+    assert ChatSettings(unanswered_below=0.3).similarity_gates(calibrated=False)[0] == 0.3
+    _ingest(engine, tmp_path, "kite.txt", "青石镇风筝节每年四月举行，持续三天。")
+    hits = engine.retriever.search("风筝节几月举行？")
+    assert hits and engine.retriever.closeness("风筝节几月举行？", hits) is None  # MiniLM does not read Chinese
+    _, answer, asked = _ask_logged(engine, "风筝节每年四月举行[1]。", "风筝节几月举行？", unanswered_below=0.99)
+    assert asked and answer.text.startswith("风筝节每年四月举行[1]。")

@@ -26,6 +26,9 @@ from ragchat.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
+# chat.unanswered_below and chat.passage_over_refusal for the bundled embedder's cosines (docs/ANSWERS.md)
+AUTO_UNANSWERED_BELOW = 0.5
+AUTO_PASSAGE_OVER_REFUSAL = 0.6
 
 
 def user_cache_dir() -> Path:
@@ -172,6 +175,28 @@ class ChatSettings(_Section):
         "at most this many words (a Chinese character counts as one); 0 turns it off. With no supported sentence in the "
         "answer, the best retrieved source is quoted instead. It raised answer accuracy on both QA sets (docs/ANSWERS.md).",
     )
+
+    unanswered_below: float | Literal["auto"] = Field(
+        "auto",
+        description="When the passage closest to the question (dense retrieval's cosine) is less similar than this, the "
+        "documents are taken not to answer it: the sources are shown and the model is not asked. 'auto': 0.5 with the "
+        "bundled embedder, for the languages it reads (not Chinese), else off. Chosen on ClapNQ's answerable and "
+        "unanswerable questions, where the model's own refusals do not tell them apart (docs/ANSWERS.md). -1 turns it off.",
+    )
+    passage_over_refusal: float | Literal["auto"] = Field(
+        "auto",
+        description="When the model says the documents do not answer, but the closest passage is at least this similar "
+        "to the question, that passage is shown, quoted, instead of the refusal. 'auto': 0.6 with the bundled embedder, "
+        "for the languages it reads, else off (docs/ANSWERS.md). 2 turns it off.",
+    )
+
+    def similarity_gates(self, calibrated: bool) -> tuple[float, float]:
+        """(unanswered_below, passage_over_refusal) as numbers; 'auto' holds only for the embedder they were
+        measured with (``calibrated``): another model's cosines have another scale."""
+        low = self.unanswered_below if self.unanswered_below != "auto" else (AUTO_UNANSWERED_BELOW if calibrated else -1.0)
+        high = self.passage_over_refusal if self.passage_over_refusal != "auto" else (
+            AUTO_PASSAGE_OVER_REFUSAL if calibrated else 2.0)
+        return float(low), float(high)
 
     @field_validator("source_tokens", mode="before")
     @classmethod

@@ -60,10 +60,18 @@ class Retriever:
         self.multilingual = multilingual
         self._collection_docs: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str]]] = {}
 
+    def reads(self, query: str) -> bool:
+        """Whether the embedder understands the query's language (an English-only one does not read Chinese)."""
+        return self.multilingual or cjk_share(query) < 0.3
+
     def dense_weight(self, query: str) -> float:
-        if not self.multilingual and cjk_share(query) >= 0.3:
-            return self.settings.cjk_dense_weight
-        return self.settings.dense_weight
+        return self.settings.dense_weight if self.reads(query) else self.settings.cjk_dense_weight
+
+    def closeness(self, query: str, hits: list[Hit]) -> float | None:
+        """The cosine between the query and the closest of these hits, when the embedder reads the
+        query's language and dense retrieval scored one of them; else None."""
+        scores = [h.dense for h in hits if h.dense is not None]
+        return max(scores) if scores and self.reads(query) else None
 
     def search(self, query: str, filters: Filters = Filters(), k: int | None = None, mode: str | None = None,
                candidates: int | None = None) -> list[Hit]:
