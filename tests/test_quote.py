@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ollama_fake import FakeOllama
 
-from ragchat.chat import CLOSEST_PASSAGE, NOT_ANSWERED, REFUSAL_EN, ChatEngine
+from ragchat.chat import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NOT_ANSWERED, REFUSAL_EN, REFUSAL_ZH, ChatEngine
 from ragchat.config import LLMSettings
 from ragchat.grounding import UNSUPPORTED
 from ragchat.ingest.pipeline import collect
@@ -128,6 +128,9 @@ def test_far_passages_are_not_handed_to_the_model(engine, tmp_path):
     assert engine.retriever.closeness(question, engine.retriever.search(question)) < 0.99
     _, answer, asked = _ask_logged(engine, "Orcas hunt them [1].", question, unanswered_below=0.1)
     assert answer.text.startswith("Orcas hunt them [1].") and asked
+    # a terse query whose every term is in a passage is answered, however far its cosine
+    _, answer, asked = _ask_logged(engine, "Orcas hunt them [1].", "Aleutian otters orcas", unanswered_below=0.99)
+    assert answer.text.startswith("Orcas hunt them [1].") and asked
 
 
 def test_a_refusal_over_a_close_passage_gives_way_to_that_passage_and_is_never_streamed(engine, tmp_path):
@@ -158,3 +161,8 @@ def test_the_gates_hold_only_for_the_embedder_and_languages_they_were_measured_w
     assert hits and engine.retriever.closeness("风筝节几月举行？", hits) is None  # MiniLM does not read Chinese
     _, answer, asked = _ask_logged(engine, "风筝节每年四月举行[1]。", "风筝节几月举行？", unanswered_below=0.99)
     assert asked and answer.text.startswith("风筝节每年四月举行[1]。")
+    # there, a refusal gives way to a passage that holds the question's terms, and stands over one that does not
+    _, answer, _ = _ask_logged(engine, REFUSAL_ZH, "风筝节几月举行？", coverage_over_refusal=0.5)
+    assert answer.text.startswith(CLOSEST_PASSAGE_ZH + "\n\n> ") and "四月" in answer.text
+    _, answer, _ = _ask_logged(engine, REFUSAL_ZH, "风筝节几月举行？", coverage_over_refusal=1.5)
+    assert answer.text == REFUSAL_ZH

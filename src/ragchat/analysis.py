@@ -18,6 +18,14 @@ _RUN = re.compile(f"[{_CJK_RANGE}]+|[^\\W_{_CJK_RANGE}]+")
 _CJK = re.compile(f"[{_CJK_RANGE}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
+# Splitting text for the reader (excerpts, quotes), not for the index. Sentence ends: . ! ? before a
+# space and a word that does not start in lower case ("e.g. the" stays whole), Chinese ones anywhere,
+# and blank lines. Clause ends split a sentence too long to keep whole. A word: one Chinese
+# character, or a run of anything else but spaces.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|(?<=[。！？；])\s*|\n\s*\n")
+CLAUSE_END = re.compile(r"[,;:](?=\s)|[，：、]")
+WORD = re.compile(f"[{_CJK_RANGE}]|[^\\s{_CJK_RANGE}]+")
+
 ENGLISH_STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between
     both but by can could did do does doing down during each few for from further had has have having he her here

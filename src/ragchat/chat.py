@@ -1,10 +1,16 @@
 """Question + history -> streamed answer + the sources it cites. Knows nothing of Gradio or the CLI.
 
 Steps: rewrite a follow-up into a standalone question (for retrieval only), retrieve, refuse early
-when nothing relevant is found (no invented answer), prompt the LLM with numbered sources that are
-clearly delimited as data, stream its tokens through the bounded LLM gate, then keep the sources the
-answer cites as [n]. A small model often forgets the markers; then each answer sentence is
-attributed to the source it overlaps most, if it overlaps enough, and the marker is added.
+when nothing relevant is found (no invented answer), or when even the closest passage is far from
+the question (``chat.unanswered_below``); prompt the LLM with numbered sources that are clearly
+delimited as data, stream its tokens through the bounded LLM gate, then keep the sources the answer
+cites as [n]. A small model often forgets the markers; then each answer sentence is attributed to
+the source it overlaps most, if it overlaps enough, and the marker is added. Then each sentence is
+checked against its source (grounding.py), and the passage the answer rests on is quoted under it
+(quote.py). A small model's refusals barely tell answerable questions from the rest, so when the
+closest passage is very near the question (``chat.passage_over_refusal``; in a language the embedder
+does not read, ``chat.coverage_over_refusal``), a refusal is held back while it streams and gives
+way to that passage, quoted. The thresholds were measured (docs/ANSWERS.md).
 
 A small model on a CPU reads the prompt slowly (the built-in one about 250 tokens/s on 2 cores), so
 it gets each source as an excerpt (``excerpt``): the chunk's sentences that best match the question,
@@ -21,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from ragchat import grounding, quote
-from ragchat.analysis import analyze, cjk_share
+from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze, cjk_share
 from ragchat.config import BUNDLED_EMBEDDER, ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
 from ragchat.llm import LLMGate, ResolvedLLM, stream_text
@@ -142,11 +148,14 @@ class ChatEngine:
             return
         low, high = self.settings.similarity_gates(self.calibrated)
         closeness = self.retriever.closeness(answer.question, hits)
-        if closeness is not None and closeness < low:  # the documents are about something else: do not guess
+        if closeness is not None and closeness < low and not any(h.coverage >= 1.0 for h in hits):
+            # the documents are about something else (a passage holding every word of a terse query is not)
             answer.text = NOT_ANSWERED_ZH if cjk_share(question) >= 0.3 else NOT_ANSWERED
             yield ChatEvent("done", answer=answer)
             return
-        hold = closeness is not None and closeness >= high  # a refusal may give way to the closest passage
+        # a refusal may give way to the closest passage: near by cosine, or, in a language the embedder
+        # does not read (Chinese with the bundled one), holding most of the question's terms
+        hold = closeness >= high if closeness is not None else hits[0].coverage >= self.settings.coverage_over_refusal
         quoted = False
 
         system = options.system_prompt or self.settings.system_prompt
@@ -294,7 +303,7 @@ class ChatEngine:
 
 REFUSAL_EN = "I could not find the answer in the documents."
 REFUSAL_ZH = "资料中没有找到答案。"
-AUTO_QUOTE_WORDS = 60  # the closest passage's length when chat.quote_words is 0
+AUTO_QUOTE_WORDS = 80  # the closest passage's length when chat.quote_words is 0 (its default)
 
 
 def _may_be_refusal(text: str) -> bool:
@@ -317,11 +326,6 @@ def instruction(question: str) -> str:
             f"\n\nQuestion: {question}")
 
 
-# Sentence ends: . ! ? before a space and a word that does not start in lower case ("e.g. the" stays
-# whole), Chinese ones anywhere, and blank lines.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|(?<=[。！？；])\s*|\n\s*\n")
-_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，：、]")
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _GAP = " … "  # between excerpt sentences that are not next to each other in the chunk
 
 
@@ -335,7 +339,7 @@ def excerpt(text: str, query: str, budget: int, count_tokens: Callable[[str], in
     (those of earlier sources) come last; the ones chosen here are added to it.
     """
     sent = set() if sent is None else sent
-    sentences = [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
+    sentences = [part.strip() for part in SENTENCE_END.split(text) if part.strip()]
     if count_tokens(text) <= budget:
         sent.update(sentences)
         return text
@@ -366,9 +370,9 @@ def _fit(sentence: str, tokens: int, budget: int, count_tokens: Callable[[str], 
     if tokens <= budget:
         return [(sentence, tokens)]
     middle = len(sentence) // 2
-    cuts = [m.end() for m in _CLAUSE_END.finditer(sentence, 1, len(sentence) - 1)]
+    cuts = [m.end() for m in CLAUSE_END.finditer(sentence, 1, len(sentence) - 1)]
     if not cuts:
-        words = list(_WORD.finditer(sentence))
+        words = list(WORD.finditer(sentence))
         if len(words) < 2:
             return [(sentence, tokens)]
         cuts = [words[len(words) // 2].start()]

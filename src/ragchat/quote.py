@@ -17,30 +17,27 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ragchat.analysis import analyze
+from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze
 
 REDUNDANT = 0.8  # share of the quote's terms already in the answer above which the quote adds nothing
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|(?<=[。！？；])\s*|\n\s*\n")
-_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，；：、]")
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _CITATION_LIKE = re.compile(r"[\[【]\s*(\d{1,3}(?:\s*[,，;]\s*\d{1,3})*)\s*[\]】]")  # a document's own "[12]"
 
 
 def words(text: str) -> int:
-    return len(_WORD.findall(text))
+    return len(WORD.findall(text))
 
 
 def _units(text: str, budget: int) -> list[str]:
     """The text's sentences; one longer than the budget is split at clause marks, else cut by words."""
     out: list[str] = []
-    for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+    for sentence in (s.strip() for s in SENTENCE_END.split(text)):
         if not sentence:
             continue
         if words(sentence) <= budget:
             out.append(sentence)
             continue
         piece = ""
-        for part in re.split(f"(?<={_CLAUSE_END.pattern})", sentence):
+        for part in re.split(f"(?<={CLAUSE_END.pattern})", sentence):
             if piece and words(piece + part) > budget:
                 out.append(piece.strip())
                 piece = ""
@@ -51,7 +48,7 @@ def _units(text: str, budget: int) -> list[str]:
 
 
 def _first_words(text: str, n: int) -> str:
-    ends = [m.end() for m in _WORD.finditer(text)]
+    ends = [m.end() for m in WORD.finditer(text)]
     return text[: ends[n - 1]] if 0 < n <= len(ends) else text
 
 
