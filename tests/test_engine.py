@@ -271,4 +271,5 @@ def test_ollama_embeddings_and_chat_through_the_fake_server(tmp_path, monkeypatc
             events = list(eng.chat.stream("Where does kelp grow?"))
             answer = events[-1].answer
             assert (answer.provider, answer.model) == ("ollama", "llama3.2")
-            assert answer.text == "Kelp grows in cold water [1]." and answer.sources[0].source == "a.txt"
+            assert answer.text == "Kelp grows in cold water [1].\n\n> Kelp forests grow quickly in cold water. [1]"
+            assert answer.sources[0].source == "a.txt"
