@@ -173,15 +173,16 @@ class ChatSettings(_Section):
         80, ge=0, le=1000,
         description="Under each answer, quote verbatim the passage of its best cited source that best matches the question, "
         "at most this many words (a Chinese character counts as one); 0 turns it off. With no supported sentence in the "
-        "answer, the best retrieved source is quoted instead. It raised answer accuracy on both QA sets; 80 words did better than 60 on ClapNQ's long answers (docs/ANSWERS.md).",
+        "answer, the best retrieved source is quoted instead. It raised answer accuracy on both QA sets, and 80 words "
+        "did better than 60 on ClapNQ's long answers (docs/ANSWERS.md).",
     )
-
     unanswered_below: float | Literal["auto"] = Field(
         "auto",
         description="When the passage closest to the question (dense retrieval's cosine) is less similar than this, the "
-        "documents are taken not to answer it, unless a passage holds every term of the question (a terse keyword query): the sources are shown and the model is not asked. 'auto': 0.5 with the "
-        "bundled embedder, for the languages it reads (not Chinese), else off. Chosen on ClapNQ's answerable and "
-        "unanswerable questions, where the model's own refusals do not tell them apart (docs/ANSWERS.md). -1 turns it off.",
+        "documents are taken not to answer it, unless a passage holds every term of the question (a terse keyword "
+        "query): the sources are shown and the model is not asked. 'auto': 0.5 with the bundled embedder, for the "
+        "languages it reads (not Chinese), else off. Chosen on ClapNQ's answerable and unanswerable questions, where "
+        "the model's own refusals do not tell them apart (docs/ANSWERS.md). -1 turns it off.",
     )
     passage_over_refusal: float | Literal["auto"] = Field(
         "auto",
@@ -189,7 +190,6 @@ class ChatSettings(_Section):
         "to the question, that passage is shown, quoted, instead of the refusal. 'auto': 0.6 with the bundled embedder, "
         "for the languages it reads, else off (docs/ANSWERS.md). 2 turns it off.",
     )
-
     coverage_over_refusal: float = Field(
         0.8, ge=0.0, le=2.0,
         description="Where the embedder does not read the question's language (Chinese with the bundled one), a refusal "

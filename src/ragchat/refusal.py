@@ -1,9 +1,9 @@
 """Is a reply a refusal ("the documents do not say")? One function, for the evaluation and for chat.
 
 A reply is a refusal when it is one of the app's own fixed replies (``chat.NOT_FOUND``,
-``chat.NOT_ANSWERED``, ``chat.NO_DOCUMENTS``) or when it holds one of the phrases below, in English or Chinese. The
-phrases are matched as plain substrings, case-insensitively, with typographic apostrophes made
-straight. That is a heuristic: a long answer that says in passing "the report does not mention
+``chat.NOT_ANSWERED``, ``chat.NO_DOCUMENTS``) or when it holds one of the phrases below, in English
+or Chinese. The phrases are matched as plain substrings, case-insensitively, with typographic
+apostrophes made straight. That is a heuristic: a long answer that says in passing "the report does not mention
 the date" counts as a refusal too. It leaves out any model-based judgement and other languages.
 """
 
