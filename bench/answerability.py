@@ -18,6 +18,12 @@ range of closeness thresholds. Run it with the store `ragchat eval --store` left
 ingest the set into a temporary store:
 
     .venv/bin/python bench/answerability.py ../shared/data/qa/clapnq [--store DIR] [--llm 40]
+    .venv/bin/python bench/answerability.py bench/data/pdf_qa --files ../shared/data/pdfs [--store DIR]
+
+The last table applies the chat's own gates before the model: no relevant hit (``Hit.relevant``),
+or a closest passage under the threshold in a language the embedder reads, unless a passage holds
+every question term. For a set of questions about documents (``--files``: papers, reports, a
+datasheet) it shows how many answerable questions these gates keep from the model.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ragchat import answer_eval, chat
 from ragchat.config import Settings
 from ragchat.engine import Engine
 from ragchat.evaluate import EVAL_COLLECTION, iter_corpus
+from ragchat.ingest.pipeline import collect
 from ragchat.retrieve import Filters
 
 
@@ -75,8 +82,9 @@ def main() -> None:
     ap.add_argument("qa_dir", type=Path)
     ap.add_argument("--store", type=Path, help="a store that `ragchat eval --store` filled with this set")
     ap.add_argument("--llm", type=int, default=0, help="also measure the built-in model's own signals on N questions")
+    ap.add_argument("--files", type=Path, help="the set's corpus is these files (as ragchat eval --files)")
     args = ap.parse_args()
-    questions = answer_eval.load_questions(args.qa_dir)
+    questions = answer_eval.load_questions(args.qa_dir, files=args.files is not None)
     tmp = None
     store = args.store
     if store is None:
@@ -89,12 +97,18 @@ def main() -> None:
     asked = {q.id for q in answer_eval.sample(questions, args.llm)} if args.llm else set()
     rows = []
     with Engine(settings) as eng:
-        eng.ingestor.ingest_texts(iter_corpus(args.qa_dir / "corpus.jsonl"), EVAL_COLLECTION)
+        if args.files is not None:
+            eng.ingestor.ingest(collect([args.files / n for n in sorted({q.file for q in questions if q.file})]),
+                                EVAL_COLLECTION)
+        else:
+            eng.ingestor.ingest_texts(iter_corpus(args.qa_dir / "corpus.jsonl"), EVAL_COLLECTION)
         k = eng.chat.source_count(eng.chat.llm_for(chat.ChatOptions()), chat.ChatOptions()) if asked else None
         for q in questions:
             hits = [h for h in eng.retriever.search(q.text, filters, k=k) if h.relevant]
             top = hits[0] if hits else None
-            row = {"answerable": q.answerable, "closeness": eng.retriever.closeness(q.text, hits) or 0.0,
+            close = eng.retriever.closeness(q.text, hits)
+            row = {"answerable": q.answerable, "closeness": close or 0.0, "gated": close,
+                   "no relevant hit": not hits, "full coverage": any(h.coverage >= 1.0 for h in hits),
                    "coverage": top.coverage if top else 0.0, "bm25": (top.lexical or 0.0) if top else 0.0}
             if q.id in asked and hits:
                 row["model refusal"], row["model yes/no"] = model_signals(eng, q, hits)
@@ -113,7 +127,20 @@ def main() -> None:
             print(f"| {name} | {len(p) + len(n)} | {auc(p, n):.3f} |")
     print("\n| closeness below | unanswerable refused | answerable refused |\n|---|---|---|")
     for t in (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65):
-        print(f"| {t} | {sum(r['closeness'] < t for r in neg) / len(neg):.3f} | {sum(r['closeness'] < t for r in pos) / len(pos):.3f} |")
+        print(f"| {t} | {share(neg, lambda r: r['closeness'] < t)} | {share(pos, lambda r: r['closeness'] < t)} |")
+
+    def gated(r: dict, t: float) -> bool:
+        return r["no relevant hit"] or (r["gated"] is not None and r["gated"] < t and not r["full coverage"])
+
+    print("\n| gates before the model, cosine below | unanswerable kept from the model | answerable kept from the model |"
+          "\n|---|---|---|")
+    print(f"| (no relevant hit only) | {share(neg, lambda r: r['no relevant hit'])} | {share(pos, lambda r: r['no relevant hit'])} |")
+    for t in (0.3, 0.35, 0.4, 0.45, 0.5):
+        print(f"| {t} | {share(neg, lambda r: gated(r, t))} | {share(pos, lambda r: gated(r, t))} |")
+
+
+def share(rows: list[dict], test) -> str:
+    return f"{sum(map(test, rows))}/{len(rows)} = {sum(map(test, rows)) / len(rows):.3f}" if rows else "n/a"
 
 
 if __name__ == "__main__":

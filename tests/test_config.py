@@ -55,3 +55,24 @@ def test_unknown_key_and_bad_number(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_builtin_model_auto_is_the_default_and_validates(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no config.toml here
+    assert load_settings().llm.builtin_model == "auto"
+    monkeypatch.setenv("RAGCHAT_LLM__BUILTIN_MODEL", "qwen2.5-1.5b")
+    assert load_settings().llm.builtin_model == "qwen2.5-1.5b"
+    (tmp_path / "config.toml").write_text('[llm]\nbuiltin_model = "auto"\n')
+    monkeypatch.delenv("RAGCHAT_LLM__BUILTIN_MODEL")
+    assert load_settings(tmp_path / "config.toml").llm.builtin_model == "auto"
+    monkeypatch.setenv("RAGCHAT_LLM__BUILTIN_MODEL", "qwen9")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert "llm.builtin_model" in str(e.value) and "'auto'" in str(e.value) and "'qwen2.5-0.5b'" in str(e.value)
+
+
+def test_the_shipped_config_uses_auto():
+    import tomllib
+
+    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    assert tomllib.loads(shipped.read_text(encoding="utf-8"))["llm"]["builtin_model"] == "auto"

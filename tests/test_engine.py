@@ -273,3 +273,25 @@ def test_ollama_embeddings_and_chat_through_the_fake_server(tmp_path, monkeypatc
             assert (answer.provider, answer.model) == ("ollama", "llama3.2")
             assert answer.text == "Kelp grows in cold water [1].\n\n> Kelp forests grow quickly in cold water. [1]"
             assert answer.sources[0].source == "a.txt"
+
+
+def test_each_builtin_model_can_be_picked(settings):
+    """The Settings tab's list: the model picked for this machine and every bundled one, each reached
+    through llm_for (the path every chat takes) whatever llm.builtin_model says."""
+    from ragchat.errors import LLMError
+    from ragchat.models import BUILTIN_MODELS, auto_builtin
+
+    with Engine(settings) as eng:  # llm.builtin_model = "smollm2-135m" (conftest)
+        listed = dict(eng.builtin_models())
+        assert set(listed) == {"builtin:auto", "builtin:smollm2-135m", "builtin:qwen2.5-0.5b", "builtin:qwen2.5-1.5b"}
+        picked = BUILTIN_MODELS[auto_builtin()[0]]
+        assert listed["builtin:auto"] == f"Built-in, picked for this machine: {picked.title}"
+        for value in listed:
+            name = auto_builtin()[0] if value == "builtin:auto" else value.split(":")[1]
+            llm = eng.llm_for(ChatOptions(model=value))
+            assert (llm.provider, llm.model_name) == ("llamacpp", BUILTIN_MODELS[name].file)
+        assert eng.llm_for(ChatOptions(model="builtin")).model_name == BUILTIN_MODELS["smollm2-135m"].file  # as configured
+        assert eng.describe_llm("builtin:auto", "llamacpp", picked.file) == (picked.title, auto_builtin()[1])
+        assert eng.describe_llm("builtin:smollm2-135m", "llamacpp", BUILTIN_MODELS["smollm2-135m"].file) == ("SmolLM2-135M", "")
+        with pytest.raises(LLMError, match="no built-in model 'qwen9'.*builtin:auto"):
+            eng.llm_for(ChatOptions(model="builtin:qwen9"))

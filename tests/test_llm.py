@@ -9,9 +9,12 @@ The Ollama tests talk HTTP to ``ollama_fake.FakeOllama`` through the real ``olla
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import ollama
 import pytest
@@ -128,6 +131,52 @@ def test_closing_the_stream_early_stops_generation(builtin):
 def test_missing_gguf_file_says_what_to_set(tmp_path):
     with pytest.raises(LLMError, match="llm.gguf_path"):
         resolve_llm(LLMSettings(provider="llamacpp", builtin_model=TEST_MODEL, gguf_path=str(tmp_path / "nope.gguf")))
+
+
+def test_auto_picks_the_model_the_machine_calls_for():
+    from ragchat.models import AUTO_MIN_AVAILABLE_MB, AUTO_MIN_CORES, Machine, choose_builtin, explain_choice
+
+    assert choose_builtin(physical_cores=2, available_mb=24 * 1024) == "qwen2.5-0.5b"  # this machine
+    assert choose_builtin(physical_cores=16, available_mb=32 * 1024) == "qwen2.5-1.5b"
+    assert choose_builtin(physical_cores=16, available_mb=1024) == "qwen2.5-0.5b"  # the 1.5B would not fit
+    assert choose_builtin(AUTO_MIN_CORES, AUTO_MIN_AVAILABLE_MB) == "qwen2.5-1.5b"
+    assert choose_builtin(AUTO_MIN_CORES - 1, AUTO_MIN_AVAILABLE_MB) == "qwen2.5-0.5b"
+    why = explain_choice("qwen2.5-0.5b", Machine(2, 20 * 1024))
+    assert why == (f"qwen2.5-0.5b (auto: 2 physical cores, 20 GB free; qwen2.5-1.5b needs {AUTO_MIN_CORES} cores "
+                   "for a first token within 1.5 s)")
+    assert "needs 3 GB free" in explain_choice("qwen2.5-0.5b", Machine(16, 1024))
+
+
+def test_the_machine_is_read_within_its_limits(tmp_path):
+    from ragchat.models import _cgroup_limits, machine
+
+    m = machine()
+    assert 1 <= m.physical_cores <= len(os.sched_getaffinity(0)) and m.available_mb > 0
+    assert _cgroup_limits(tmp_path) == (None, None)  # not in a container
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs
+    (tmp_path / "memory.max").write_text(f"{4 << 30}\n")
+    (tmp_path / "memory.current").write_text(f"{1 << 30}\n")
+    assert _cgroup_limits(tmp_path) == (2, 3 << 30)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    assert _cgroup_limits(tmp_path) == (None, None)
+
+
+def test_auto_resolves_to_an_installed_model_and_logs_the_choice_once(caplog):
+    from ragchat.models import BUILTIN_MODELS, auto_builtin, choose_builtin, machine
+
+    settings = LLMSettings(provider="llamacpp")
+    assert settings.builtin_model == "auto"  # the default
+    auto_builtin.cache_clear()
+    with caplog.at_level(logging.INFO, logger="ragchat.models"):
+        first, second = resolve_llm(settings), resolve_llm(settings)
+    m = machine()
+    chosen = BUILTIN_MODELS[choose_builtin(m.physical_cores, m.available_mb)]
+    assert first.model_name == second.model_name == chosen.file
+    assert Path(first.model.path).is_file() and Path(first.model.path).stat().st_size > 50_000_000
+    lines = [r.getMessage() for r in caplog.records if r.name == "ragchat.models"]
+    assert lines == [f"built-in model: {auto_builtin()[1]}"]
+    assert lines[0].startswith(f"built-in model: {chosen.name} (auto: {m.physical_cores} physical core")
 
 
 def test_the_loaded_model_is_shared():

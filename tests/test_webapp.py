@@ -302,9 +302,9 @@ def test_first_run_model_picker_and_restart(launch_app):
     with FakeOllama(models=["llama3.2", "qwen2.5:7b"]) as ollama:
         server = launch_app(env={"RAGCHAT_LLM__PROVIDER": "auto", "RAGCHAT_LLM__OLLAMA_URL": ollama.url})
         client = Client(server.url, verbose=False)
-        # the picker lists Ollama's models (/api/tags) and the built-in one; Ollama answers
+        # the picker lists Ollama's models (/api/tags) and the built-in ones; Ollama answers
         picker, badge, notice = client.predict("auto", api_name="/models")
-        assert {"auto", "builtin", "llama3.2:latest", "qwen2.5:7b"} <= {v for _, v in picker["choices"]}
+        assert {"auto", "builtin:auto", "builtin:qwen2.5-1.5b", "llama3.2:latest", "qwen2.5:7b"} <= {v for _, v in picker["choices"]}
         assert "llama3.2" in badge and "Ollama" in badge
         assert notice["visible"] is False
 
@@ -323,9 +323,17 @@ def test_first_run_model_picker_and_restart(launch_app):
     server.start()
     client = Client(server.url, verbose=False)
     picker, badge, notice = client.predict("auto", api_name="/models")
-    assert {v for _, v in picker["choices"]} == {"auto", "builtin"}
-    assert "built-in" in badge and "SmolLM2" in badge
+    assert {v for _, v in picker["choices"]} == {"auto", "builtin:auto", "builtin:qwen2.5-0.5b", "builtin:qwen2.5-1.5b",
+                                                  "builtin:smollm2-135m"}
+    assert "built-in" in badge and "SmolLM2" in badge and "automatically" not in badge  # as configured
     assert notice["visible"] is True and "ollama serve" in notice["value"]
+    # the model picked for this machine: the badge names it and says it was picked automatically, and why
+    from ragchat.models import BUILTIN_MODELS, auto_builtin
+
+    picker, badge, notice = client.predict("builtin:auto", api_name="/models")
+    assert picker["value"] == "builtin:auto" and notice["visible"] is False
+    assert BUILTIN_MODELS[auto_builtin()[0]].title in badge and "picked automatically" in badge
+    assert "physical core" in badge  # the reason, in the badge's tooltip
 
     # the conversation survived the restart
     convs = client.predict(api_name="/list_conversations")

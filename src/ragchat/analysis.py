@@ -38,6 +38,14 @@ CHINESE_STOPWORDS = frozenset(
     "的 了 是 在 和 与 及 或 等 也 就 都 而 被 把 对 于 之 其 这 那 些 个 一个 我 你 他 她 它 我们 你们 他们 吗 呢 吧 啊 么 什么 哪些 哪个 如何 怎么 怎样 为什么 是否 有 没有 中 上 下 将 从 向 并 但 还 又 很 更 最 以 为 所 由 让 给 到 说".split()
 )
 
+# What a question asks for rather than what it is about ("how many", "多少", "现在"): a passage that
+# answers "现在的单价降到多少" says "目前 ... 降低到 0.55 元", so these terms are left out when counting
+# how much of a question a passage covers (``question_terms``). Index forms: "many" is stemmed to "mani".
+QUESTION_WORDS = frozenset(
+    "mani much 多少 几 现在 目前 如今 请问 哪里 哪儿 哪 何时 什么时候 哪年 哪一年 多久 多大 多长 多高 为何 怎么样 介绍 一下 "
+    "告诉 具体 主要 分别 大概 大约".split()
+)
+
 _jieba_lock = threading.Lock()
 
 
@@ -69,6 +77,13 @@ def analyze(text: str) -> list[str]:
         elif run not in ENGLISH_STOPWORDS:
             terms.append(stem(run) if run.isascii() else run)
     return terms
+
+
+def question_terms(question: str) -> set[str]:
+    """The distinct index terms of a question that say what it is about (``QUESTION_WORDS`` left out;
+    all of them when nothing else is left)."""
+    terms = set(analyze(question))
+    return terms - QUESTION_WORDS or terms
 
 
 def cjk_share(text: str) -> float:

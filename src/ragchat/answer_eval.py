@@ -1,22 +1,32 @@
 """`ragchat eval DIR --answers`: how good the answers are, asked through the very chat code the web app uses.
 
-The BEIR folder's corpus is ingested as `ragchat eval` does (evaluate.py), then each question goes
-through ``engine.chat.stream`` (retrieval, prompt, LLM, citations) with no history. Questions are
-scored from their ``metadata`` in queries.jsonl:
+The BEIR folder's corpus is ingested as `ragchat eval` does (evaluate.py), or, with ``--files DIR``,
+the files its questions name (``metadata.file``) are ingested from DIR as an upload would be. Then
+each question goes through ``engine.chat.stream`` (retrieval, prompt, LLM, citations), each in a new
+chat, or with ``--conversation`` all in one chat, in an order shuffled with a fixed seed, so that the
+questions jump between documents as people's do. A question whose ``metadata.follows`` names another
+is always asked right after it, in the same chat (a two-turn follow-up). Questions are scored from
+their ``metadata`` in queries.jsonl:
 
 - ``answers``: a list of groups (each a list of alternatives, or one string); the reply is right
   when every group appears in it, any one alternative, case-insensitive (RGB's rule);
 - ``reference``: right when the ROUGE-L recall of the reference in the reply is at least 0.5 and
   the reply is not a refusal. Tokens: one per Chinese character, lowercased words otherwise;
+- ``answer``: one string (the table questions of bench/data/tables), as one group;
 - ``answerable: false``: right when the reply is a refusal (``refusal.is_refusal``).
 
+Each reply is scored twice: as shown (everything on the screen) and the model alone: the model's
+text without the quoted passage under it; the closest-passage reply (which replaces a refusal)
+counts as the model's refusal.
+
 Citation markers like [1] are taken out of the reply before it is scored. Citations are checked
-against qrels/<split>.tsv (a source's name is its corpus ``_id``): the share of cited sources that
+against qrels/<split>.tsv (a source's name is its corpus ``_id``, or with --files the file's name,
+and ``FILE#pN`` in the qrels names its page N): the share of cited sources that
 are the question's own passages, and the share of answers that cite at least one, over answerable
 questions with qrels. Latency: time to the sources, to the first token and to the whole answer,
 after one untimed warm-up question (the first one again) has loaded the models.
 
-It leaves out LLM-as-judge scoring, multi-turn questions and any tuning: it only measures.
+It leaves out LLM-as-judge scoring and any tuning: it only measures.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from ragchat.config import Settings
 from ragchat.errors import RagchatError
 from ragchat.evaluate import EVAL_COLLECTION, iter_corpus, load_qrels
 from ragchat.refusal import is_refusal
+from ragchat.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
 
 ROUGE_THRESHOLD = 0.5
 SEED = 0
@@ -84,6 +95,17 @@ def strip_citations(text: str) -> str:
     return _MARKER.sub("", text)
 
 
+_QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
+
+
+def model_text(reply: str) -> str:
+    """The model's own words in a reply: without the quoted passage; the closest-passage reply, which
+    stands in for the model's refusal, is that refusal."""
+    if reply.startswith((CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH)):
+        return REFUSAL_EN
+    return _QUOTE_LINE.sub("", reply).strip()
+
+
 # ---- the questions ---------------------------------------------------------------------------------
 
 
@@ -95,6 +117,9 @@ class Question:
     groups: list[list[str]] = field(default_factory=list)
     reference: str = ""
     gold: list[str] = field(default_factory=list)  # qrels passages with a positive score
+    follows: str | None = None  # asked right after this question, in the same chat
+    file: str | None = None  # the document it is about (--files)
+    lang: str | None = None
 
     @property
     def kind(self) -> str:
@@ -103,10 +128,12 @@ class Question:
         return "answers" if self.groups else "reference"
 
 
-def load_questions(beir_dir: Path, split: str = "test") -> list[Question]:
-    """The scorable questions, in file order. Raises RagchatError (one line) for a folder that is not a QA set."""
+def load_questions(beir_dir: Path, split: str = "test", files: bool = False) -> list[Question]:
+    """The scorable questions, in file order. Raises RagchatError (one line) for a folder that is not a
+    QA set. ``files``: the corpus is files (--files), so no corpus.jsonl is needed."""
     qrels_path = beir_dir / "qrels" / f"{split}.tsv"
-    for p in (beir_dir / "corpus.jsonl", beir_dir / "queries.jsonl", qrels_path):
+    needed = [beir_dir / "queries.jsonl", qrels_path] + ([] if files else [beir_dir / "corpus.jsonl"])
+    for p in needed:
         if not p.is_file():
             raise RagchatError(f"{p} is missing: DIR must hold corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
     qrels = load_qrels(qrels_path)
@@ -120,9 +147,11 @@ def load_questions(beir_dir: Path, split: str = "test") -> list[Question]:
                 qid, text, meta = str(q["_id"]), q["text"], q.get("metadata") or {}
             except (ValueError, KeyError, TypeError) as exc:
                 raise RagchatError(f"{beir_dir / 'queries.jsonl'} line {n} is not a BEIR query ({exc})") from None
-            question = Question(qid, text, meta.get("answerable", True) is not False, answer_groups(meta.get("answers")),
+            answers = meta.get("answers") or ([meta["answer"]] if meta.get("answer") else None)
+            question = Question(qid, text, meta.get("answerable", True) is not False, answer_groups(answers),
                                 (meta.get("reference") or "").strip(),
-                                sorted(d for d, r in qrels.get(qid, {}).items() if r > 0))
+                                sorted(d for d, r in qrels.get(qid, {}).items() if r > 0),
+                                meta.get("follows"), meta.get("file"), meta.get("lang"))
             if not question.answerable or question.groups or question.reference:
                 out.append(question)
     if not out:
@@ -132,11 +161,39 @@ def load_questions(beir_dir: Path, split: str = "test") -> list[Question]:
 
 
 def sample(questions: list[Question], limit: int | None) -> list[Question]:
-    """``limit`` questions drawn with a fixed seed, kept in file order; all of them without a limit."""
+    """``limit`` questions drawn with a fixed seed, kept in file order; all of them without a limit.
+    A drawn follow-up brings the question it follows."""
     if not limit or limit >= len(questions):
         return questions
     keep = set(random.Random(SEED).sample(range(len(questions)), limit))
+    by_id = {q.id: i for i, q in enumerate(questions)}
+    for i in sorted(keep):
+        while questions[i].follows in by_id and by_id[questions[i].follows] not in keep:
+            i = by_id[questions[i].follows]
+            keep.add(i)
     return [q for i, q in enumerate(questions) if i in keep]
+
+
+def chains(questions: list[Question]) -> list[list[Question]]:
+    """The questions grouped into the chats they need: a follow-up joins the chain of the question it follows."""
+    out: list[list[Question]] = []
+    where: dict[str, list[Question]] = {}
+    for q in questions:
+        chain = where.get(q.follows) if q.follows else None
+        if chain is None:
+            chain = []
+            out.append(chain)
+        chain.append(q)
+        where[q.id] = chain
+    return out
+
+
+def conversation_order(questions: list[Question]) -> list[Question]:
+    """One chat's order: the chains shuffled with a fixed seed (questions jump between documents), each
+    follow-up right after the question it follows."""
+    groups = chains(questions)
+    random.Random(SEED).shuffle(groups)
+    return [q for chain in groups for q in chain]
 
 
 # ---- one reply -------------------------------------------------------------------------------------
@@ -161,29 +218,40 @@ class Row:
     sources_s: float | None
     first_token_s: float | None
     answer_s: float
+    model_correct: bool = False  # the model alone (model_text)
+    model_refused: bool = False
+    turn: int = 1  # the question's place in its chat
+    lang: str | None = None
 
 
 def score(q: Question, reply: str, cited: list[str], retrieved: list[str], error: str | None = None,
           sources_s: float | None = None, first_token_s: float | None = None, answer_s: float = 0.0) -> Row:
-    text = strip_citations(reply)
+    correct, refused, rouge = judge(q, strip_citations(reply))
+    model_correct, model_refused, _ = judge(q, strip_citations(model_text(reply)))
+    expected = {"unanswerable": "a refusal", "answers": q.groups}.get(q.kind, q.reference)
+    return Row(q.id, q.text, q.kind, expected, reply, correct, refused, rouge, cited, q.gold, retrieved, error,
+               sources_s, first_token_s, answer_s, model_correct, model_refused, lang=q.lang)
+
+
+def judge(q: Question, text: str) -> tuple[bool, bool, float | None]:
+    """(right, a refusal, ROUGE-L recall of the reference) for a reply without citation markers."""
     refused = is_refusal(text)
     rouge = round(rouge_l_recall(q.reference, text), 4) if q.kind == "reference" else None
     if q.kind == "unanswerable":
-        correct, expected = refused, "a refusal"
-    elif q.kind == "answers":
-        correct, expected = groups_found(q.groups, text), q.groups
-    else:
-        correct, expected = rouge >= ROUGE_THRESHOLD and not refused, q.reference
-    return Row(q.id, q.text, q.kind, expected, reply, correct, refused, rouge, cited, q.gold, retrieved, error,
-               sources_s, first_token_s, answer_s)
+        return refused, refused, rouge
+    if q.kind == "answers":
+        return groups_found(q.groups, text), refused, rouge
+    return rouge >= ROUGE_THRESHOLD and not refused, refused, rouge
 
 
-def ask(chat, q: Question, filters) -> tuple[Row, object]:
-    """Ask through the chat engine, timing the sources, the first token and the end."""
+def ask(chat, q: Question, filters, history: list[tuple[str, str]] | None = None,
+        label=lambda s: s.source) -> tuple[Row, object]:
+    """Ask through the chat engine (in a chat holding ``history``), timing the sources, the first token
+    and the end. ``label``: a source's name as the qrels write it."""
     t0 = time.perf_counter()
     sources_s = first_s = None
     answer = None
-    for ev in chat.stream(q.text, filters=filters):
+    for ev in chat.stream(q.text, history or (), filters=filters):
         if ev.kind == "sources" and sources_s is None:
             sources_s = time.perf_counter() - t0
         elif ev.kind == "token" and first_s is None and ev.text.strip():
@@ -191,9 +259,19 @@ def ask(chat, q: Question, filters) -> tuple[Row, object]:
         elif ev.kind == "done":
             answer = ev.answer
     total = time.perf_counter() - t0
-    row = score(q, answer.text, [s.source for s in answer.sources], [s.source for s in answer.retrieved], answer.error,
+    row = score(q, answer.text, [label(s) for s in answer.sources], [label(s) for s in answer.retrieved], answer.error,
                 _r(sources_s, 4), _r(first_s, 4), round(total, 4))
+    row.turn = len(history or ()) // 2 + 1
     return row, answer
+
+
+def page_label(source) -> str:
+    """A source as FILE#pN, so that qrels may name a file (any page) or one page of it."""
+    return f"{source.source}#p{source.page}" if source.page else source.source
+
+
+def is_gold(label: str, gold: set[str]) -> bool:
+    return label in gold or label.split("#p")[0] in gold
 
 
 # ---- figures ---------------------------------------------------------------------------------------
@@ -225,22 +303,34 @@ def summarise(rows: list[Row]) -> dict:
     judged = [r for r in answerable if r.gold]  # citations can be checked only against qrels
     gold_of = [(r, set(r.gold)) for r in judged]
     cited = sum(len(r.cited) for r in judged)
+    later = [r for r in answerable if r.turn > 1]
     out = {
         "questions": len(rows), "answerable": len(answerable), "unanswerable": len(unanswerable),
         "with_answers": sum(r.kind == "answers" for r in rows), "with_reference": len(rouge),
         "accuracy": _share(sum(r.correct for r in answerable), len(answerable)),
+        "model_accuracy": _share(sum(r.model_correct for r in answerable), len(answerable)),
+        "model_refusal_accuracy": _share(sum(r.model_refused for r in unanswerable), len(unanswerable)),
+        "model_false_refusals": _share(sum(r.model_refused for r in answerable), len(answerable)),
+        "later_turns": len(later), "later_turns_accuracy": _share(sum(r.correct for r in later), len(later)),
         "rouge_l_recall": round(statistics.fmean(rouge), 4) if rouge else None,
         "refusal_accuracy": _share(sum(r.refused for r in unanswerable), len(unanswerable)),
         "false_refusals": _share(sum(r.refused for r in answerable), len(answerable)),
-        "citation_precision": _share(sum(s in g for r, g in gold_of for s in r.cited), cited),
-        "gold_cited": _share(sum(bool(g & set(r.cited)) for r, g in gold_of), len(judged)),
-        "gold_retrieved": _share(sum(bool(g & set(r.retrieved)) for r, g in gold_of), len(judged)),
+        "citation_precision": _share(sum(is_gold(s, g) for r, g in gold_of for s in r.cited), cited),
+        "gold_cited": _share(sum(any(is_gold(s, g) for s in r.cited) for r, g in gold_of), len(judged)),
+        "gold_retrieved": _share(sum(any(is_gold(s, g) for s in r.retrieved) for r, g in gold_of), len(judged)),
         "cited_sources": cited, "with_qrels": len(judged),
         "errors": sum(r.error is not None for r in rows),
     }
     for name in ("sources_s", "first_token_s", "answer_s"):
         values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
         out[f"{name}_p50"], out[f"{name}_p95"] = _r(percentile(values, 50)), _r(percentile(values, 95))
+    langs = sorted({r.lang for r in rows if r.lang})
+    if langs:
+        out["by_lang"] = {lang: {"questions": len(group := [r for r in rows if r.lang == lang]),
+                                 "accuracy": _share(sum(r.correct for r in group), len(group)),
+                                 "model_accuracy": _share(sum(r.model_correct for r in group), len(group)),
+                                 "refused": _share(sum(r.refused for r in group), len(group))}
+                          for lang in langs}
     return out
 
 
@@ -254,13 +344,18 @@ def _secs(x: float | None) -> str:
 
 def print_table(res: dict) -> None:
     print(f"{res['set']} ({res['split']}): {res['questions']} questions ({res['answerable']} answerable, "
-          f"{res['unanswerable']} unanswerable) over {res['docs']} documents; {res['provider']} ({res['model']})")
+          f"{res['unanswerable']} unanswerable) over {res['docs']} documents, "
+          f"{'as one conversation' if res.get('conversation') else 'one chat each'}; {res['provider']} ({res['model']})")
     lines = [
         ("answer accuracy", res["accuracy"], f"of {res['answerable']} answerable ({res['with_answers']} by answers, "
-                                             f"{res['with_reference']} by reference)"),
+                                             f"{res['with_reference']} by reference), as shown"),
+        ("  model alone", res["model_accuracy"], "the model's words, without the quoted passage"),
+        ("  after turn 1", res["later_turns_accuracy"], f"of {res['later_turns']} answerable asked later in a chat"),
         ("ROUGE-L recall, mean", res["rouge_l_recall"], f"of {res['with_reference']} with a reference"),
         ("refusal accuracy", res["refusal_accuracy"], f"of {res['unanswerable']} unanswerable"),
+        ("  model alone", res["model_refusal_accuracy"], "the model refused"),
         ("false refusals", res["false_refusals"], f"of {res['answerable']} answerable"),
+        ("  model alone", res["model_false_refusals"], "the model refused"),
         ("citation precision", res["citation_precision"], f"of {res['cited_sources']} cited sources"),
         ("a gold source cited", res["gold_cited"], f"of {res['with_qrels']} answerable with qrels"),
         ("a gold source retrieved", res["gold_retrieved"], f"of {res['with_qrels']} answerable with qrels"),
@@ -269,6 +364,9 @@ def print_table(res: dict) -> None:
         print(f"  {name:<24}{_fmt(value)}   {note}")
     for name, key in (("sources shown", "sources_s"), ("first token", "first_token_s"), ("whole answer", "answer_s")):
         print(f"  {name:<24}p50 {_secs(res[key + '_p50'])}   p95 {_secs(res[key + '_p95'])}")
+    for lang, g in (res.get("by_lang") or {}).items():
+        print(f"  {lang:<8}{g['questions']:3d} questions: right {_fmt(g['accuracy'])}, model alone "
+              f"{_fmt(g['model_accuracy'])}, refused {_fmt(g['refused'])}")
     print(f"  ingest {res['ingest_s']:.1f} s; warm-up question {res['warmup_s']:.1f} s (not timed above); "
           f"LLM errors {res['errors']}")
 
@@ -277,12 +375,15 @@ def print_table(res: dict) -> None:
 
 
 def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_json: bool = False,
-                    store: Path | None = None, limit: int | None = None, details: Path | None = None) -> int:
+                    store: Path | None = None, limit: int | None = None, details: Path | None = None,
+                    conversation: bool = False, files: Path | None = None) -> int:
     from ragchat.engine import Engine
+    from ragchat.ingest.pipeline import collect
     from ragchat.retrieve import Filters
 
-    questions = sample(load_questions(beir_dir, split), limit)
+    questions = sample(load_questions(beir_dir, split, files=files is not None), limit)
     filters = Filters(collections=[EVAL_COLLECTION])
+    label = page_label if files is not None else (lambda s: s.source)
     rows: list[Row] = []
     provider = model = ""
     tmp = None
@@ -293,7 +394,14 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
     try:
         with Engine(settings) as eng:
             t0 = time.perf_counter()
-            eng.ingestor.ingest_texts(iter_corpus(beir_dir / "corpus.jsonl"), EVAL_COLLECTION)
+            if files is not None:
+                names = sorted({q.file for q in questions if q.file} | {g.split("#p")[0] for q in questions for g in q.gold})
+                missing = [n for n in names if not (files / n).is_file()]
+                if missing:
+                    raise RagchatError(f"--files {files} lacks {', '.join(missing[:3])}: give the folder that holds the set's documents")
+                eng.ingestor.ingest(collect([files / n for n in names]), EVAL_COLLECTION)
+            else:
+                eng.ingestor.ingest_texts(iter_corpus(beir_dir / "corpus.jsonl"), EVAL_COLLECTION)
             ingest_s = time.perf_counter() - t0
             docs = len(eng.catalog.documents(collections=[EVAL_COLLECTION], status="done"))
             # Untimed and unscored: loads the embedder, jieba and the LLM, as a running web app has them.
@@ -301,16 +409,21 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
             if warm.error and not warm.provider:  # no LLM at all: every question would fail alike
                 raise RagchatError(warm.error)
             warmup_s = time.perf_counter() - t0 - ingest_s
-            for i, q in enumerate(questions, 1):
-                row, answer = ask(eng.chat, q, filters)
-                provider, model = provider or answer.provider, model or answer.model
-                rows.append(row)
-                if out:
-                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-                    out.flush()
-                verdict = "right" if row.correct else "wrong"
-                print(f"[{i}/{len(questions)}] {q.id}: {verdict}{', refused' if row.refused else ''} "
-                      f"in {row.answer_s:.1f} s{' (error)' if row.error else ''}", file=sys.stderr, flush=True)
+            chats = [conversation_order(questions)] if conversation else chains(questions)
+            for chat_questions in chats:
+                history: list[tuple[str, str]] = []
+                for q in chat_questions:
+                    row, answer = ask(eng.chat, q, filters, history, label)
+                    history += [("user", q.text), ("assistant", answer.text)]
+                    provider, model = provider or answer.provider, model or answer.model
+                    rows.append(row)
+                    if out:
+                        out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+                        out.flush()
+                    verdict = "right" if row.correct else "wrong"
+                    print(f"[{len(rows)}/{len(questions)}] {q.id}: {verdict}{', refused' if row.refused else ''} "
+                          f"(model alone {'right' if row.model_correct else 'wrong'}) in {row.answer_s:.1f} s"
+                          f"{' (error)' if row.error else ''}", file=sys.stderr, flush=True)
     finally:
         if out:
             out.close()
@@ -318,7 +431,8 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
             tmp.cleanup()
 
     result = {"set": beir_dir.resolve().name, "split": split, **summarise(rows), "provider": provider, "model": model,
-              "docs": docs, "ingest_s": round(ingest_s, 2), "warmup_s": round(warmup_s, 2), "limit": limit, "seed": SEED if limit else None}
+              "docs": docs, "ingest_s": round(ingest_s, 2), "warmup_s": round(warmup_s, 2), "limit": limit,
+              "seed": SEED if limit or conversation else None, "conversation": conversation}
     print_table(result)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))

@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--answers", action="store_true",
                    help="ask every question through chat and score the replies (needs answers in the queries' metadata)")
     s.add_argument("--details", type=Path, metavar="FILE", help="with --answers: write one JSON line per question here")
+    s.add_argument("--conversation", action="store_true",
+                   help="with --answers: ask every question in one chat (shuffled with a fixed seed), not one chat each")
+    s.add_argument("--files", type=Path, metavar="DIR",
+                   help="with --answers: the set's corpus is the files its questions name (metadata.file), read from DIR")
 
     s = add("users", help="manage logins and API keys for team mode (ragchat.auth.commands)")
     users = s.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -308,9 +312,9 @@ def cmd_eval(settings: Settings, args) -> int:
         if args.mode:
             settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"mode": args.mode})})
         return run_answer_eval(settings, args.beir_dir, split=args.split, as_json=args.json, store=args.store,
-                               limit=args.limit, details=args.details)
-    if args.details:
-        raise ConfigError("--details goes with --answers")
+                               limit=args.limit, details=args.details, conversation=args.conversation, files=args.files)
+    if args.details or args.conversation or args.files:
+        raise ConfigError("--details, --conversation and --files go with --answers")
     from ragchat.evaluate import run_eval
 
     return run_eval(settings, args.beir_dir, split=args.split, mode=args.mode, as_json=args.json,

@@ -81,11 +81,13 @@ class LLMSettings(_Section):
     )
     model: str = Field("", description="For provider 'openai': the model name the server knows.")
     api_key: str = Field("", description="For provider 'openai': the API key, if the server wants one.")
-    builtin_model: Literal["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"] = Field(
-        "qwen2.5-0.5b", description="Which bundled model the built-in provider runs (measured side by side in "
-        "docs/ANSWERS.md): 'qwen2.5-0.5b' (the default: right answers more often than SmolLM2, first token within "
-        "5 s on 2 cores), 'qwen2.5-1.5b' (more accurate, about twice as slow to start answering) or 'smollm2-135m' "
-        "(fastest, weakest). The Qwen ones are Qwen2.5-Coder-Instruct in Q4_K_M.",
+    builtin_model: Literal["auto", "smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"] = Field(
+        "auto", description="Which bundled model the built-in provider runs (measured side by side in "
+        "docs/ANSWERS.md): 'auto' (the default) picks 'qwen2.5-1.5b' on machines where it starts answering within "
+        "1.5 s (13 or more physical cores and 4 GB of free memory, measured in docs/PERFORMANCE.md) and 'qwen2.5-0.5b' "
+        "elsewhere, once per process, and logs the choice; 'qwen2.5-0.5b' (right answers more often than SmolLM2), "
+        "'qwen2.5-1.5b' (more accurate, about 2.3 times as slow to start answering) or 'smollm2-135m' (fastest, "
+        "weakest). The Qwen ones are Qwen2.5-Coder-Instruct in Q4_K_M.",
     )
     gguf_path: str = Field("", description="Path of any GGUF model for the built-in provider; empty means llm.builtin_model.")
     context_tokens: int = Field(4096, ge=512, le=131072, description="Context window for the built-in model.")
@@ -154,7 +156,16 @@ class ChatSettings(_Section):
         description="How a follow-up becomes a standalone question: 'llm' asks the model, 'concat' joins it with the previous "
         "question, 'auto' uses the LLM for Ollama and concat for the small built-in model.",
     )
-    history_turns: int = Field(3, ge=0, le=50, description="Previous exchanges kept in the prompt.")
+    history_turns: int = Field(
+        3, ge=0, le=50,
+        description="Previous exchanges shown to the model when a question leans on the one before it ('and its "
+        "capacity?'); a new question is asked on its own, and refusals are never shown again.",
+    )
+    examples: bool = Field(
+        True,
+        description="Show the model two short worked examples (one English, one Chinese) of a cited answer that copies "
+        "the source's words, before the sources. They are read once and then cached by llama.cpp (docs/ANSWERS.md).",
+    )
     builtin_sources: int = Field(
         0, ge=0, le=50,
         description="How many sources the built-in model reads, if not retrieval.top_k (0). Fewer sources make a shorter "

@@ -18,10 +18,11 @@ from ragchat import access
 from ragchat.chat import ChatEngine, ChatOptions
 from ragchat.config import Settings, user_cache_dir
 from ragchat.embeddings import build_embedder
-from ragchat.errors import ConfigError, EmbeddingModelMismatch, StoreError
+from ragchat.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
-from ragchat.llm import LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
+from ragchat.llm import BUILTIN, LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
+from ragchat.models import AUTO, BUILTIN_MODELS, auto_builtin, by_file
 from ragchat.queue import JobQueue
 from ragchat.retrieve import Filters, Retriever
 from ragchat.store.catalog import Catalog
@@ -218,7 +219,7 @@ class Engine:
         return access.scope_filters(self.catalog, user, filters)
 
     def llm_for(self, options: ChatOptions) -> ResolvedLLM:
-        llm_settings = self.settings.llm
+        llm_settings, override = self._llm_choice(options.model)
         if options.temperature is not None:
             llm_settings = llm_settings.model_copy(update={"temperature": options.temperature})
         key = (options.model, llm_settings.temperature)
@@ -226,13 +227,52 @@ class Engine:
             hit = self._resolved.get(key)
             if hit and time.monotonic() - hit[0] < _RESOLVE_TTL_S:
                 return hit[1]
-        resolved = resolve_llm(llm_settings, options.model)
+        resolved = resolve_llm(llm_settings, override)
         with self._resolve_lock:
             self._resolved[key] = (time.monotonic(), resolved)
         return resolved
 
     def ollama_models(self) -> list[str]:
         return list_ollama_models(self.settings.llm)
+
+    def _llm_choice(self, model: str | None):
+        """The LLM settings and ``resolve_llm``'s model_override for a chat's model choice.
+        "builtin:NAME" (NAME a bundled model, or "auto" for the one picked for this machine) runs that
+        model on the built-in provider, whatever llm.builtin_model and llm.gguf_path say; other values
+        ("builtin", an Ollama model, None) go to ``resolve_llm`` as they are."""
+        if not (model or "").startswith(BUILTIN + ":"):
+            return self.settings.llm, model
+        name = model.split(":", 1)[1]
+        if name != AUTO and name not in BUILTIN_MODELS:
+            raise LLMError(f"there is no built-in model '{name}': choose one of "
+                           + ", ".join(f"{BUILTIN}:{n}" for n in (AUTO, *BUILTIN_MODELS)))
+        return self.settings.llm.model_copy(update={"builtin_model": name, "gguf_path": ""}), BUILTIN
+
+    def builtin_models(self) -> list[tuple[str, str]]:
+        """The built-in models a person can pick (value for ``ChatOptions.model``, label): the one picked
+        for this machine, then each bundled model; plus "builtin", the configured file, when llm.gguf_path
+        names one."""
+        picked = BUILTIN_MODELS[auto_builtin(self.settings.llm.threads)[0]]
+        choices = [(f"{BUILTIN}:{AUTO}", f"Built-in, picked for this machine: {picked.title}")]
+        choices += [(f"{BUILTIN}:{m.name}", f"Built-in: {m.title} ({m.note})") for m in BUILTIN_MODELS.values()]
+        if self.settings.llm.gguf_path:
+            choices.insert(0, (BUILTIN, f"Built-in: {Path(self.settings.llm.gguf_path).name} (configured)"))
+        return choices
+
+    def describe_llm(self, model: str | None, provider: str, model_name: str) -> tuple[str, str]:
+        """(name, why) of the model that answers for a chat's model choice (``ChatOptions.model``), for a
+        person: a bundled model by its title; ``why`` is set when llm.builtin_model = "auto" chose it
+        (the line ``models.auto_builtin`` logged)."""
+        if provider != "llamacpp":
+            return model_name, ""
+        bundled = by_file(model_name)
+        try:
+            settings, _ = self._llm_choice(model)
+        except LLMError:
+            settings = self.settings.llm
+        if bundled is None or settings.gguf_path or settings.builtin_model != AUTO:
+            return (bundled.title if bundled else model_name), ""
+        return bundled.title, auto_builtin(settings.threads)[1]
 
     def close(self) -> None:
         if "queue" in self.__dict__:

@@ -70,9 +70,10 @@ class ResolvedLLM:
 def _gguf_path(settings: LLMSettings) -> Path:
     if not settings.gguf_path:
         from ragchat.config import user_cache_dir
-        from ragchat.models import model_path
+        from ragchat.models import builtin_name, model_path
 
-        return model_path(settings.builtin_model, user_cache_dir())
+        # "auto": chosen for this machine once per process, and logged (models.auto_builtin)
+        return model_path(builtin_name(settings.builtin_model, settings.threads), user_cache_dir())
     path = Path(settings.gguf_path).expanduser()
     if not path.is_file():
         raise LLMError(

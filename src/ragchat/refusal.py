@@ -1,13 +1,15 @@
 """Is a reply a refusal ("the documents do not say")? One function, for the evaluation and for chat.
 
-A reply is a refusal when it is one of the app's own fixed replies (``chat.NOT_FOUND``,
-``chat.NOT_ANSWERED``, ``chat.NO_DOCUMENTS``) or when it holds one of the phrases below, in English
+A reply is a refusal when it is one of the app's own fixed replies (``replies.FIXED``: nothing
+found, not answered, no documents, in English and Chinese) or when it holds one of the phrases below, in English
 or Chinese. The phrases are matched as plain substrings, case-insensitively, with typographic
 apostrophes made straight. That is a heuristic: a long answer that says in passing "the report does not mention
 the date" counts as a refusal too. It leaves out any model-based judgement and other languages.
 """
 
 from __future__ import annotations
+
+from ragchat.replies import FIXED
 
 REFUSAL_PHRASES_EN = (
     "not find", "couldn't find", "can't find", "cannot find", "unable to find",
@@ -28,10 +30,8 @@ REFUSAL_PHRASES = REFUSAL_PHRASES_EN + REFUSAL_PHRASES_ZH
 
 def is_refusal(text: str) -> bool:
     """True when the reply says the documents do not hold the answer instead of giving one."""
-    from ragchat.chat import NO_DOCUMENTS, NOT_ANSWERED, NOT_ANSWERED_ZH, NOT_FOUND  # here: chat imports this module
-
     reply = (text or "").strip()
-    if reply in (NOT_FOUND, NOT_ANSWERED, NOT_ANSWERED_ZH, NO_DOCUMENTS):
+    if reply in FIXED:
         return True
     folded = reply.replace("\u2019", "'").replace("\u2018", "'").casefold()
     return any(p in folded for p in REFUSAL_PHRASES)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from sqlalchemy import select
 
-from ragchat.analysis import analyze, cjk_share
+from ragchat.analysis import analyze, cjk_share, question_terms
 from ragchat.config import RetrievalSettings
 from ragchat.store.catalog import Catalog, ChunkRow, Document
 from ragchat.store.lexical import LexicalIndex
@@ -24,6 +24,15 @@ from ragchat.store.vectors import VectorIndex
 
 
 _MAX_OVERFETCH = 8  # at most this many unfiltered hits per wanted one when a filter applies (Retriever._dense)
+
+
+def latin_names(query: str, terms: set[str]) -> set[str]:
+    """In a Chinese question, the Latin-script terms (TableFormer, DPR, FAISS): names, which an English
+    document spells the same way. A passage holding all of them is relevant even though the rest of
+    the question shares no word with it (the embedder reads no Chinese)."""
+    if cjk_share(query) < 0.3:
+        return set()
+    return {t for t in terms if t.isascii() and t.isalpha() and len(t) >= 2}
 
 
 @dataclass(frozen=True)
@@ -69,8 +78,10 @@ class Retriever:
 
     def closeness(self, query: str, hits: list[Hit]) -> float | None:
         """The cosine between the query and the closest of these hits, when the embedder reads the
-        query's language and dense retrieval scored one of them; else None."""
-        scores = [h.dense for h in hits if h.dense is not None]
+        query's language and dense retrieval scored one of them in a language it reads too; else None
+        (an English-only embedder's cosine between an English question and a Chinese passage says
+        nothing)."""
+        scores = [h.dense for h in hits if h.dense is not None and self.reads(h.text)]
         return max(scores) if scores and self.reads(query) else None
 
     def search(self, query: str, filters: Filters = Filters(), k: int | None = None, mode: str | None = None,
@@ -105,19 +116,41 @@ class Retriever:
         dmap = {h.chunk_id: h.score for h in dense}
         lmap = {h.chunk_id: h for h in lexical}
         rows = self._rows(top)
-        qterms = set(analyze(query))
+        qterms = question_terms(query)
+        names = latin_names(query, qterms)
         hits = []
         for cid in top:
             if cid not in rows:
                 continue  # removed between the index query and now
             c, d = rows[cid]
             lh = lmap.get(cid)
-            coverage = len(qterms & set(analyze(c.text))) / len(qterms) if qterms else 0.0
+            terms = set(analyze(c.text))
+            coverage = len(qterms & terms) / len(qterms) if qterms else 0.0
             hit = Hit(cid, c.doc_id, d.source, d.collection, c.page, c.start, c.end, c.text, fused[cid],
                       dmap.get(cid), lh.score if lh else None, coverage)
-            hit.relevant = self._relevant(hit, weights["dense"] > 0)
+            hit.relevant = self._relevant(hit, weights["dense"] > 0) or bool(names and names <= terms)
             hits.append(hit)
         return hits
+
+    def search_all(self, queries: Sequence[str], filters: Filters = Filters(), k: int | None = None) -> list[Hit]:
+        """The k best chunks for several phrasings of one question (a follow-up alone and joined to the
+        question before it), fused by rank: each chunk scores the sum of 1 / (rank + 1) over the
+        phrasings that found it, and is relevant if it was for any of them."""
+        if len(queries) == 1:
+            return self.search(queries[0], filters, k)
+        k = k or self.settings.top_k
+        best: dict[str, Hit] = {}
+        score: dict[str, float] = {}
+        for query in queries:  # the fullest phrasing first: it wins ties
+            for rank, hit in enumerate(self.search(query, filters, k)):
+                score[hit.chunk_id] = score.get(hit.chunk_id, 0.0) + 1.0 / (rank + 1)
+                kept = best.setdefault(hit.chunk_id, hit)
+                kept.relevant = kept.relevant or hit.relevant
+                kept.coverage = max(kept.coverage, hit.coverage)
+                if hit.dense is not None and (kept.dense is None or hit.dense > kept.dense):
+                    kept.dense = hit.dense
+        top = sorted(score, key=lambda cid: -score[cid])[:k]  # stable: ties keep the first phrasing's order
+        return [best[cid] for cid in top]
 
     def _fuse(self, dense: list, lexical: list, weights: dict[str, float]) -> dict[str, float]:
         fused: dict[str, float] = {}

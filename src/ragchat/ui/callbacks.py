@@ -29,7 +29,6 @@ import gradio as gr
 from ragchat import access
 from ragchat.chat import ChatOptions, cite
 from ragchat.errors import RagchatError
-from ragchat.llm import BUILTIN
 from ragchat.retrieve import Filters
 from ragchat.ui import pageview, render
 from ragchat.ui.jobs import IngestJobs
@@ -235,7 +234,7 @@ class WebApp:
         auto = {"auto": "Automatic: Ollama when it runs, else built-in",
                 "ollama": f"Ollama: {self.settings.llm.ollama_model} (configured)",
                 "llamacpp": "Built-in model (configured)"}[provider]
-        choices = [(auto, AUTO), ("Built-in: SmolLM2-135M on llama.cpp", BUILTIN)]
+        choices = [(auto, AUTO)] + [(label, value) for value, label in self.engine.builtin_models()]
         try:
             models = self.engine.ollama_models()
         except Exception:  # listing models must never break the page
@@ -254,11 +253,17 @@ class WebApp:
 
     def model_status(self, model: str | None, temperature=None):
         """Outputs: the model badge and the notice (Ollama down, model missing)."""
+        options = self._options(model, temperature, None, None)
         try:
-            llm = self.engine.llm_for(self._options(model, temperature, None, None))
+            llm = self.engine.llm_for(options)
         except RagchatError as exc:
             return (render_badge(None, None), notice_update(f"{exc}. Pick the built-in model to keep chatting."))
-        return render_badge(llm.provider, llm.model_name), notice_update(llm.notice)
+        return self._badge(options, llm.provider, llm.model_name), notice_update(llm.notice)
+
+    def _badge(self, options: ChatOptions, provider: str | None, model: str | None) -> str:
+        if not provider:
+            return render_badge(None, None)
+        return render_badge(provider, *self.engine.describe_llm(options.model, provider, model or ""))
 
     def refresh_models(self, model: str | None):
         choices = self.model_choices()
@@ -416,7 +421,7 @@ class WebApp:
                 elif event.kind == "sources":
                     retrieved = [s.as_dict() for s in answer.retrieved]
                     yield frame(shown, sources=render.sources_html([], retrieved, pending=True),
-                                badge=render_badge(answer.provider, answer.model), notice=notice_update(answer.notice))
+                                badge=self._badge(options, answer.provider, answer.model), notice=notice_update(answer.notice))
                 elif event.kind == "token":
                     parts.append(event.text)
                     now = time.monotonic()
@@ -434,7 +439,7 @@ class WebApp:
                     saved = True
                     state["answers"][index] = state["panel"] = {"cited": cited, "retrieved": retrieved}
                     content = render.answer_markdown(final.text, partial=final.partial, error=final.error)
-                    changes = dict(badge=render_badge(final.provider, final.model),
+                    changes = dict(badge=self._badge(options, final.provider, final.model),
                                    notice=notice_update(final.notice)) if final.provider else {}
                     yield frame(show(content), sources=render.sources_html(cited, retrieved),
                                 conversations=gr.update(choices=self.conversation_choices(request), value=cid), **changes)
@@ -570,13 +575,18 @@ class _Pump:
         self._stop.set()
 
 
-def render_badge(provider: str | None, model: str | None) -> str:
+def render_badge(provider: str | None, model: str | None, picked: str = "") -> str:
+    """The header's badge: which model answers; ``picked``: why it was picked automatically, if it was."""
     if not provider:
         return '<div class="rc-badge rc-badge-off">No model available</div>'
     kind = {"llamacpp": "built-in", "openai": "OpenAI-compatible server"}.get(provider, "Ollama")
     import html
 
-    return (f'<div class="rc-badge" title="The model that writes the answers"><span class="rc-dot"></span>'
+    title = "The model that writes the answers"
+    if picked:
+        kind += ", picked automatically"
+        title += f": {picked}"
+    return (f'<div class="rc-badge" title="{html.escape(title)}"><span class="rc-dot"></span>'
             f'Answering with <b>{html.escape(model or "")}</b> <span class="rc-kind">{kind}</span></div>')
 
 

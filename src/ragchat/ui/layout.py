@@ -123,7 +123,7 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     model = gr.Dropdown(
                         label="Model", choices=[("Automatic", AUTO)], value=AUTO, scale=4, allow_custom_value=True,
-                        info="Installed Ollama models are listed when Ollama runs", elem_id="rc-model",
+                        info="The built-in models, and the installed Ollama models when Ollama runs", elem_id="rc-model",
                     )
                     models_btn = gr.Button("↻ Refresh models", scale=0, min_width=160, size="sm",
                                            elem_id="rc-refresh-models")
