@@ -144,7 +144,8 @@ def test_auto_picks_the_model_the_machine_calls_for():
     why = explain_choice("qwen2.5-0.5b", Machine(2, 20 * 1024))
     assert why == (f"qwen2.5-0.5b (auto: 2 physical cores, 20 GB free; qwen2.5-1.5b needs {AUTO_MIN_CORES} cores "
                    "for a first token within 1.5 s)")
-    assert "needs 3 GB free" in explain_choice("qwen2.5-0.5b", Machine(16, 1024))
+    assert explain_choice("qwen2.5-0.5b", Machine(16, 1024)).endswith("qwen2.5-1.5b needs 4 GB free)")
+    assert explain_choice("qwen2.5-1.5b", Machine(16, 32 * 1024)) == "qwen2.5-1.5b (auto: 16 physical cores, 32 GB free)"
 
 
 def test_the_machine_is_read_within_its_limits(tmp_path):

@@ -378,15 +378,24 @@ def excerpt(text: str, query: str, budget: int, count_tokens: Callable[[str], in
     """
     sent = set() if sent is None else sent
     sentences = [part.strip() for part in SENTENCE_END.split(text) if part.strip()]
-    if count_tokens(text) <= budget:
+    total = count_tokens(text)
+    if total <= budget:
         sent.update(sentences)
         return text
-    units = [piece for s in sentences for piece in _fit(s, count_tokens(s), budget, count_tokens)]  # (text, tokens)
+    # Sentences are sized by the chunk's own tokens per byte, not counted one by one: a count is a call
+    # to llama.cpp's tokenizer, and a long chunk's sentences took 0.9 s of calls before the first
+    # token (bench/first_token.py). The excerpt chosen is counted exactly at the end.
+    per_byte = total / max(1, len(text.encode("utf-8")))
+
+    def estimate(piece: str) -> int:
+        return max(1, round(len(piece.encode("utf-8")) * per_byte))
+
+    units = [piece for s in sentences for piece in _fit(s, estimate(s), budget, estimate)]  # (text, tokens)
     wanted = set(analyze(query))
     score = [len(wanted & set(analyze(u))) if u not in sent else -1 for u, _ in units]
     best = max(range(len(units)), key=lambda i: (score[i], -i))
     ranked = sorted(range(len(units)), key=lambda i: (-score[i], abs(i - best), i))
-    gap = count_tokens(_GAP)
+    gap = estimate(_GAP)
     chosen: list[int] = []
     for i in ranked:  # sums of the parts' tokens, then one exact count of the whole
         order = sorted(chosen + [i])
