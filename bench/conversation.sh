@@ -3,7 +3,7 @@
 # (docs/ANSWERS.md, "Conversations"). The set is ingested once into a store under $OUT.
 #   bench/conversation.sh QA_DIR [LIMIT]                       e.g. bench/conversation.sh ../shared/data/qa/rgb_zh 40
 #   FILES=../shared/data/pdfs bench/conversation.sh bench/data/pdf_qa      (a set whose corpus is files)
-# TAG names the output files; RAGCHAT is the command to run (another checkout's, for a baseline); extra
+# MODES="chat" runs only the first. TAG names the output files; RAGCHAT is the command to run (another checkout's, for a baseline); extra
 # settings go through RAGCHAT_* variables. Heavy runs take /tmp/ragchat-heavy.lock one at a time.
 set -eu
 QA=${1:?usage: bench/conversation.sh QA_DIR [LIMIT]}
@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/ragchat-answers}
 RAGCHAT=${RAGCHAT:-.venv/bin/ragchat}
 set_name=$(basename "$QA")
 mkdir -p "$OUT"
-for mode in chat conversation; do
+for mode in ${MODES:-chat conversation}; do
   tag="$set_name.$mode${TAG:+.$TAG}"
   echo "== $tag" >&2
   flock /tmp/ragchat-heavy.lock $RAGCHAT eval "$QA" --answers --json ${LIMIT:+--limit "$LIMIT"} \

@@ -79,6 +79,22 @@ def analyze(text: str) -> list[str]:
     return terms
 
 
+_ASKS_NUMBER = re.compile(
+    r"\b(how (many|much|long|far|fast|big|large|old|often|high|tall|heavy|wide|deep)|what (percentage|proportion|share|"
+    r"number|amount|year|date|size|rate|speed|price|cost|value|temperature|voltage|capacity)|when|which year)\b"
+    r"|多少|几[个年月天次种]|多大|多长|多久|多高|多重|多快|何时|什么时候|哪年|哪一年|比例|百分之|价格|金额|数量", re.I)
+_DIGIT = re.compile(r"\d")
+
+
+def asks_for_number(question: str) -> bool:
+    """The question asks for a quantity, a date or a time ("how many", "when", "多少", "哪一年")."""
+    return bool(_ASKS_NUMBER.search(question))
+
+
+def has_number(text: str) -> bool:
+    return bool(_DIGIT.search(text))
+
+
 def question_terms(question: str) -> set[str]:
     """The distinct index terms of a question that say what it is about (``QUESTION_WORDS`` left out;
     all of them when nothing else is left)."""

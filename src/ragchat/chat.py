@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from ragchat import followup, grounding, quote
-from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze
+from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze, asks_for_number, has_number
 from ragchat.config import BUNDLED_EMBEDDER, ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
 from ragchat.llm import LLMGate, ResolvedLLM, stream_text
@@ -371,7 +371,8 @@ def excerpt(text: str, query: str, budget: int, count_tokens: Callable[[str], in
     """The part of a chunk worth sending for this query, at most ``budget`` tokens (by count_tokens).
 
     The chunk's sentences are ranked by how many distinct query terms they hold (``analyze``, as
-    BM25 sees them), then by closeness to the best one, so the excerpt stays around it; each is
+    BM25 sees them; half a term more for holding a figure when the question asks for a quantity or
+    a date), then by closeness to the best one, so the excerpt stays around it; each is
     taken in that order if it still fits, and they are kept in their original order. With no term
     in common, the chunk's start is kept. A chunk that fits is sent whole. Sentences in ``sent``
     (those of earlier sources) come last; the ones chosen here are added to it.
@@ -392,7 +393,8 @@ def excerpt(text: str, query: str, budget: int, count_tokens: Callable[[str], in
 
     units = [piece for s in sentences for piece in _fit(s, estimate(s), budget, estimate)]  # (text, tokens)
     wanted = set(analyze(query))
-    score = [len(wanted & set(analyze(u))) if u not in sent else -1 for u, _ in units]
+    number = 0.5 if asks_for_number(query) else 0.0  # "how many": of two sentences as good, the one with a figure
+    score = [len(wanted & set(analyze(u))) + number * has_number(u) if u not in sent else -1 for u, _ in units]
     best = max(range(len(units)), key=lambda i: (score[i], -i))
     ranked = sorted(range(len(units)), key=lambda i: (-score[i], abs(i - best), i))
     gap = estimate(_GAP)

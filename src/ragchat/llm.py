@@ -124,6 +124,7 @@ class BuiltinServer:
             raise LLMError(f"cannot load the GGUF model {path}: {exc}; check that the file is a complete GGUF model") from exc
         self.url = self._server.listening_address
         self.headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        self._tokenizer: Any = None  # an httpx.Client kept open: a new connection per count cost more than the count
 
     @functools.lru_cache(maxsize=65536)
     def count_tokens(self, text: str) -> int:
@@ -131,7 +132,9 @@ class BuiltinServer:
         generation slot)."""
         import httpx
 
-        reply = httpx.post(f"{self.url}/tokenize", json={"content": text}, headers=self.headers, timeout=30)
+        if self._tokenizer is None:
+            self._tokenizer = httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
+        reply = self._tokenizer.post("/tokenize", json={"content": text})
         reply.raise_for_status()
         return len(reply.json()["tokens"])
 
