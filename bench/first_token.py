@@ -55,8 +55,12 @@ def main() -> None:
         server = llm.model.server()
         count = llm.count_tokens
         system = engine.settings.system_prompt
-        examples = sum(count(chat.user_message(q, s)) + count(a) for q, s, a in chat.WORKED_EXAMPLES) \
-            if engine.settings.examples else 0
+
+        def examples(question: str) -> int:
+            if engine.settings.examples == "off":
+                return 0
+            shown = chat.worked_examples(question, engine.settings.examples == "with-refusal")
+            return sum(count(chat.user_message(q, s)) + count(a) for q, s, a in shown)
 
         def one(q) -> dict:
             t0 = time.perf_counter()
@@ -75,7 +79,7 @@ def main() -> None:
             timings = reply.get("timings", {})
             blocks = "\n\n".join(f"[{s.id}] {p}" for s, p in zip(sources, passages))
             return {"id": q.id, "search_s": t1 - t0, "excerpts_s": t2 - t1, "prompt_eval_s": t3 - t2,
-                    "first_token_s": t3 - t0, "system_tokens": count(system), "example_tokens": examples,
+                    "first_token_s": t3 - t0, "system_tokens": count(system), "example_tokens": examples(q.text),
                     "instruction_tokens": count(chat.instruction(q.text)), "source_tokens": count(blocks) if blocks else 0,
                     "question_tokens": count(q.text), "read_tokens": timings.get("prompt_n"),
                     "cached_tokens": timings.get("cache_n"), "prompt_tok_s": timings.get("prompt_per_second")}

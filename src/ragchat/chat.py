@@ -290,7 +290,7 @@ class ChatEngine:
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]], sources: Sequence[Source], system: str,
                passages: Sequence[str] | None = None) -> list[BaseMessage]:
-        """The system prompt first, then (``chat.examples``) two worked examples, then the history, then
+        """The system prompt first, then (``chat.examples``) worked examples in the question's language, then the history, then
         the instruction, the numbered sources between delimiter lines that mark them as data, and the
         question last. What comes before the sources never changes for a language, so llama.cpp keeps
         it cached between questions and only the sources and the question are read anew.
@@ -300,9 +300,9 @@ class ChatEngine:
         texts = passages if passages is not None else [s.text for s in sources]
         blocks = "\n\n".join(f"[{s.id}] {' '.join(_defang(t).split())}" for s, t in zip(sources, texts))
         msgs: list[BaseMessage] = [SystemMessage(system)]
-        if self.settings.examples:
-            for example_question, example_sources, example_answer in WORKED_EXAMPLES:
-                msgs += [HumanMessage(user_message(example_question, example_sources)), AIMessage(example_answer)]
+        if self.settings.examples != "off":
+            for shown, shown_sources, reply in worked_examples(question, self.settings.examples == "with-refusal"):
+                msgs += [HumanMessage(user_message(shown, shown_sources)), AIMessage(reply)]
         for role, content in followup.history_for_prompt(history, self.settings.history_turns):
             msgs.append(HumanMessage(content) if role == "user" else AIMessage(content))
         msgs.append(HumanMessage(user_message(question, blocks)))
@@ -333,15 +333,15 @@ def _may_be_refusal(text: str) -> bool:
 def instruction(question: str) -> str:
     """What the model is asked to do, in the question's language (asked in English, small models answer
     a Chinese question in English), with the exact words to use when the sources do not answer (the
-    models rarely refuse unless told how). It asks for the source's own words, briefly: a small model
+    models rarely refuse unless told how). It asks for the source's own words: a small model
     paraphrases numbers and names wrongly, and the words as they stand keep the answer checkable
     (grounding.check). It comes before the sources, so that it is read once and then cached."""
     if chinese(question):
-        return ("请只根据下面编号的资料回答最后的问题：用中文回答，直接照抄资料中回答问题的原词和数字，一两句话即可，"
-                f"并用 [1] 这样的编号标明出处。如果资料中没有答案，请只回答：{REFUSAL_ZH}")
-    return ("Answer the question at the end using only the numbered sources below. Copy the words and numbers of the "
-            "source that answers it, in one or two short sentences, and cite it like [1]. If the sources do not "
-            f"answer it, reply only: {REFUSAL_EN}")
+        return ("请只根据下面编号的资料回答最后的问题：用中文回答，照抄资料中回答问题的原话和数字，"
+                f"每句话后用 [1] 这样的编号标明出处。如果资料中没有答案，请只回答：{REFUSAL_ZH}")
+    return ("Answer the question at the end using only the numbered sources below, in two to four sentences that "
+            "copy the words and numbers of the source that answers it, each citing it like [1]. If the sources do "
+            f"not answer it, reply only: {REFUSAL_EN}")
 
 
 def user_message(question: str, blocks: str) -> str:
@@ -351,17 +351,36 @@ def user_message(question: str, blocks: str) -> str:
     return f"{instruction(question)}\n\n{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n{label}{question}"
 
 
-# (question, sources as [n] blocks, answer): invented facts, one English and one Chinese, that show a
-# small model the shape of a good answer: the source's own words, short, cited.
-WORKED_EXAMPLES = (
-    ("What is the battery life of the Orbis X2 headset?",
-     "[1] The Orbis X2 weighs 260 g and folds flat for travel.\n\n"
-     "[2] On a full charge the Orbis X2 plays for 38 hours with noise cancelling off, or 30 hours with it on.",
-     "The Orbis X2 plays for 38 hours on a full charge with noise cancelling off, or 30 hours with it on [2]."),
-    ("松林水库的总库容是多少？",
-     "[1] 松林水库位于白河上游，1978 年建成，总库容 1.2 亿立方米。\n\n[2] 水库下游建有一座 40 兆瓦的水电站。",
-     "松林水库的总库容是 1.2 亿立方米 [1]。"),
-)
+# (question, sources as [n] blocks, answer), in each language: invented facts that show a small model the
+# shape of a good answer (the source's own words, cited) and of a refusal when the sources do not say.
+# Only the question's language is shown: shown both, the model ended English answers with "。".
+WORKED_EXAMPLES = {
+    "en": (
+        ("What is the battery life of the Orbis X2 headset?",
+         "[1] The Orbis X2 weighs 260 g and folds flat for travel.\n\n"
+         "[2] On a full charge the Orbis X2 plays for 38 hours with noise cancelling off, or 30 hours with it on. "
+         "A 10-minute charge gives 5 hours of play.",
+         "On a full charge the Orbis X2 plays for 38 hours with noise cancelling off, or 30 hours with it on [2]. "
+         "A 10-minute charge gives 5 hours of play [2]."),
+        ("Who designed the Orbis X2?",
+         "[1] The Orbis X2 weighs 260 g and folds flat for travel.\n\n[2] The Orbis X2 went on sale in March.",
+         REFUSAL_EN),
+    ),
+    "zh": (
+        ("松林水库的总库容是多少？",
+         "[1] 松林水库位于白河上游，1978 年建成，总库容 1.2 亿立方米。\n\n[2] 水库下游建有一座 40 兆瓦的水电站。",
+         "松林水库的总库容是 1.2 亿立方米 [1]。"),
+        ("松林水库是谁设计的？",
+         "[1] 松林水库位于白河上游，1978 年建成。\n\n[2] 水库下游建有一座 40 兆瓦的水电站。",
+         REFUSAL_ZH),
+    ),
+}
+
+
+def worked_examples(question: str, refusals: bool = True) -> list[tuple[str, str, str]]:
+    """The worked examples in the question's language (with or without the one that refuses)."""
+    examples = WORKED_EXAMPLES["zh" if chinese(question) else "en"]
+    return [e for e in examples if refusals or e[2] not in (REFUSAL_EN, REFUSAL_ZH)]
 
 
 _GAP = " … "  # between excerpt sentences that are not next to each other in the chunk

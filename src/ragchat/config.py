@@ -161,10 +161,12 @@ class ChatSettings(_Section):
         description="Previous exchanges shown to the model when a question leans on the one before it ('and its "
         "capacity?'); a new question is asked on its own, and refusals are never shown again.",
     )
-    examples: bool = Field(
-        True,
-        description="Show the model two short worked examples (one English, one Chinese) of a cited answer that copies "
-        "the source's words, before the sources. They are read once and then cached by llama.cpp (docs/ANSWERS.md).",
+    examples: Literal["off", "answer", "with-refusal"] = Field(
+        "with-refusal",
+        description="Worked examples shown to the model before the sources, in the question's language: 'answer' shows "
+        "one short cited answer that copies the source's words, 'with-refusal' adds one where the sources do not answer "
+        "and the reply is the refusal sentence, 'off' shows none. They are read once, then cached by llama.cpp "
+        "(docs/ANSWERS.md).",
     )
     builtin_sources: int = Field(
         0, ge=0, le=50,
