@@ -9,11 +9,11 @@ Each model runs in a child process of its own, one after the other, as the app r
 ``llm.BuiltinServer`` (llama.cpp's server from xllamacpp, 4096 tokens of context, one slot) asked
 over HTTP through its OpenAI-compatible ``/v1/chat/completions``, streamed, temperature 0, 16
 tokens at most. The prompt is the app's usual one for the built-in model: the default system prompt
-(``ChatSettings.system_prompt``), then four numbered sources of about 64 tokens (chat.source_tokens
-= "auto") between the app's delimiter lines, then the app's instruction and a question, about 400
-tokens in all (printed, counted by the model's own tokenizer). One warm-up prompt is not counted: it
-loads the model and leaves the system prompt in llama.cpp's cache, as in the app, where it never
-changes; every counted prompt has other sources and another question, so only that prefix is reused.
+(``ChatSettings.system_prompt``) and the worked examples (chat.examples), then the app's instruction,
+four numbered sources of about 55 tokens between the app's delimiter lines, and a question
+(printed, counted by the model's own tokenizer). One warm-up prompt is not counted: it loads the
+model and leaves the fixed part in llama.cpp's cache, as in the app, where it never changes; every
+counted prompt has other sources and another question, so only that prefix is reused.
 
 Per prompt: first token (from the request to the first streamed text), the tokens llama.cpp read
 (``timings.prompt_n``: the prompt less the cached prefix), its prompt speed
@@ -57,16 +57,21 @@ SOURCE_WORDS = 40  # about 55 Qwen tokens of this README's English: a prompt of 
 
 
 def messages(i: int) -> list[dict]:
-    """The i-th prompt, built as ``chat.ChatEngine.prompt`` builds it for four excerpts."""
-    from ragchat.chat import SOURCES_BEGIN, SOURCES_END, instruction
+    """The i-th prompt, built as ``chat.ChatEngine.prompt`` builds it for four excerpts: the system
+    prompt, the worked examples (chat.examples), then the instruction, the sources and the question."""
+    from ragchat.chat import user_message, worked_examples
     from ragchat.config import ChatSettings
 
+    settings = ChatSettings()
     words = (ROOT / "README.md").read_text(encoding="utf-8").split()
     step = (len(words) - SOURCE_WORDS) // (4 * len(QUESTIONS) + 4)
     blocks = "\n\n".join(f"[{k + 1}] " + " ".join(words[(i * 4 + k) * step:][:SOURCE_WORDS]) for k in range(4))
     question = QUESTIONS[i % len(QUESTIONS)]
-    return [{"role": "system", "content": ChatSettings().system_prompt},
-            {"role": "user", "content": f"{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n{instruction(question)}"}]
+    out = [{"role": "system", "content": settings.system_prompt}]
+    if settings.examples != "off":
+        for shown, shown_sources, reply in worked_examples(question, settings.examples == "with-refusal"):
+            out += [{"role": "user", "content": user_message(shown, shown_sources)}, {"role": "assistant", "content": reply}]
+    return out + [{"role": "user", "content": user_message(question, blocks)}]
 
 
 def child(name: str, threads: int, prompts: int) -> None:

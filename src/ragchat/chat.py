@@ -1,10 +1,12 @@
 """Question + history -> streamed answer + the sources it cites. Knows nothing of Gradio or the CLI.
 
-Steps: rewrite a follow-up into a standalone question (for retrieval only), retrieve, refuse early
-when nothing relevant is found (no invented answer), or when even the closest passage is far from
-the question (``chat.unanswered_below``); prompt the LLM with numbered sources that are clearly
-delimited as data, stream its tokens through the bounded LLM gate, then keep the sources the answer
-cites as [n]. A small model often forgets the markers; then each answer sentence is attributed to
+Steps: search with the question as it stands, or, when it leans on the previous one ("and its
+capacity?", followup.py), with both it and its standalone form, fused; refuse early, in the
+question's language, when nothing relevant is found (no invented answer), or when even the closest
+passage is far from the question (``chat.unanswered_below``); prompt the LLM with the instruction,
+numbered sources that are clearly delimited as data, and the question (earlier turns only for a
+follow-up, and never an earlier refusal); stream its tokens through the bounded LLM gate, stopping a
+reply that loops; then keep the sources the answer cites as [n]. A small model often forgets the markers; then each answer sentence is attributed to
 the source it overlaps most, if it overlaps enough, and the marker is added. Then each sentence is
 checked against its source (grounding.py), and the passage the answer rests on is quoted under it
 (quote.py). A small model's refusals barely tell answerable questions from the rest, so when the

@@ -153,6 +153,8 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
         regen_ev = regen_btn.click(app.regenerate, chat_inputs, chat_outputs, api_name="regenerate", **chat_kw)
         for ev in (ask_ev, submit_ev, regen_ev):
             ev.then(lambda s: (s or {}).get("cid") or "", state, remembered, api_visibility="private", queue=False)
+        for trigger in (send_btn.click, message.submit, regen_btn.click):  # a new answer: the old passage goes
+            trigger(render.viewer_placeholder, None, viewer, api_visibility="private", queue=False, show_progress="hidden")
         stop_btn.click(None, None, None, cancels=[ask_ev, submit_ev, regen_ev], api_name="stop")
 
         sources.click(app.source_clicked, [state], viewer, api_visibility="private", show_progress="hidden")
