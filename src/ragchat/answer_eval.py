@@ -44,6 +44,7 @@ from pathlib import Path
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
 from ragchat.evaluate import EVAL_COLLECTION, iter_corpus, load_qrels
+from ragchat.followup import strip_markers, without_quotes
 from ragchat.refusal import is_refusal
 from ragchat.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
 
@@ -52,7 +53,6 @@ SEED = 0
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
-_MARKER = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]")
 
 
 # ---- scoring: pure functions ----------------------------------------------------------------------
@@ -91,11 +91,7 @@ def groups_found(groups: list[list[str]], reply: str) -> bool:
     return bool(groups) and all(any(a.casefold() in folded for a in g) for g in groups)
 
 
-def strip_citations(text: str) -> str:
-    return _MARKER.sub("", text)
-
-
-_QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
+strip_citations = strip_markers
 
 
 def model_text(reply: str) -> str:
@@ -103,7 +99,7 @@ def model_text(reply: str) -> str:
     stands in for the model's refusal, is that refusal."""
     if reply.startswith((CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH)):
         return REFUSAL_EN
-    return _QUOTE_LINE.sub("", reply).strip()
+    return without_quotes(reply)
 
 
 # ---- the questions ---------------------------------------------------------------------------------

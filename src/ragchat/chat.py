@@ -6,15 +6,15 @@ question's language, when nothing relevant is found (no invented answer), or whe
 passage is far from the question (``chat.unanswered_below``); prompt the LLM with the instruction,
 numbered sources that are clearly delimited as data, and the question (earlier turns only for a
 follow-up, and never an earlier refusal); stream its tokens through the bounded LLM gate, stopping a
-reply that loops; then keep the sources the answer cites as [n]. A small model often forgets the markers; then each answer sentence is attributed to
-the source it overlaps most, if it overlaps enough, and the marker is added. Then each sentence is
-checked against its source (grounding.py), and the passage the answer rests on is quoted under it
-(quote.py). A small model's refusals barely tell answerable questions from the rest, so when the
+reply that loops; then keep the sources the answer cites as [n]. A small model often forgets the
+markers; then each answer sentence is attributed to the source it overlaps most, if it overlaps
+enough, and the marker is added. Then each sentence is checked against its source (grounding.py),
+and the passage the answer rests on is quoted under it (quote.py). A small model's refusals barely tell answerable questions from the rest, so when the
 closest passage is very near the question (``chat.passage_over_refusal``; in a language the embedder
 does not read, ``chat.coverage_over_refusal``), a refusal is held back while it streams and gives
 way to that passage, quoted. The thresholds were measured (docs/ANSWERS.md).
 
-A small model on a CPU reads the prompt slowly (the built-in one about 250 tokens/s on 2 cores), so
+A small model on a CPU reads the prompt slowly (the built-in 0.5B one about 80 tokens/s on 2 cores), so
 it gets each source as an excerpt (``excerpt``): the chunk's sentences that best match the question,
 within ``chat.source_tokens``. A [n] still means the whole chunk: its page, offsets and highlighting
 do not change, and citations are attributed against the whole chunk too.
@@ -256,7 +256,7 @@ class ChatEngine:
             msgs = [
                 SystemMessage("Rewrite the last question so that it can be understood without the conversation. "
                               "Reply with the rewritten question only."),
-                HumanMessage("\n".join(f"{r}: {c}" for r, c in followup.history_for_prompt(history, 2))
+                HumanMessage("\n".join(f"{r}: {c}" for r, c in followup.history_for_prompt(history, 2) or [("user", previous)])
                              + f"\nlast question: {question}"),
             ]
             try:

@@ -66,11 +66,19 @@ def depends_on_previous(question: str) -> bool:
     return len(set(analyze(q))) <= 1
 
 
+def strip_markers(text: str) -> str:
+    """The text without citation markers ([1], [1, 2], 【3】)."""
+    return _MARKER.sub("", text)
+
+
+def without_quotes(text: str) -> str:
+    """The text without its quoted lines (the passage quoted under an answer)."""
+    return _QUOTE_LINE.sub("", text).strip()
+
+
 def clean_answer(text: str) -> str:
     """An earlier answer as the model may see it again: no quoted passage, no [n] markers."""
-    text = _QUOTE_LINE.sub("", text)
-    text = _MARKER.sub("", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return re.sub(r"\n{3,}", "\n\n", strip_markers(without_quotes(text))).strip()
 
 
 def history_for_prompt(history: Sequence[tuple[str, str]], turns: int) -> list[tuple[str, str]]:
