@@ -335,15 +335,16 @@ def _may_be_refusal(text: str) -> bool:
 def instruction(question: str) -> str:
     """What the model is asked to do, in the question's language (asked in English, small models answer
     a Chinese question in English), with the exact words to use when the sources do not answer (the
-    models rarely refuse unless told how). It asks for the source's own words: a small model
+    models rarely refuse unless told how). It asks for the source's own words, briefly: a small model
     paraphrases numbers and names wrongly, and the words as they stand keep the answer checkable
-    (grounding.check). It comes before the sources, so that it is read once and then cached."""
+    (grounding.check); asked for two to four sentences, it copied sentences around the answer instead
+    of the answer (docs/ANSWERS.md, step 4). It comes before the sources, so that it is read once and then cached."""
     if chinese(question):
-        return ("请只根据下面编号的资料回答最后的问题：用中文回答，照抄资料中回答问题的原话和数字，"
-                f"每句话后用 [1] 这样的编号标明出处。如果资料中没有答案，请只回答：{REFUSAL_ZH}")
-    return ("Answer the question at the end using only the numbered sources below, in two to four sentences that "
-            "copy the words and numbers of the source that answers it, each citing it like [1]. If the sources do "
-            f"not answer it, reply only: {REFUSAL_EN}")
+        return ("请只根据下面编号的资料回答最后的问题：用中文回答，直接照抄资料中回答问题的原词和数字，一两句话即可，"
+                f"并用 [1] 这样的编号标明出处。如果资料中没有答案，请只回答：{REFUSAL_ZH}")
+    return ("Answer the question at the end using only the numbered sources below. Copy the words and numbers of the "
+            "source that answers it, in one or two short sentences, and cite it like [1]. If the sources do not "
+            f"answer it, reply only: {REFUSAL_EN}")
 
 
 def user_message(question: str, blocks: str) -> str:
@@ -362,8 +363,7 @@ WORKED_EXAMPLES = {
          "[1] The Orbis X2 weighs 260 g and folds flat for travel.\n\n"
          "[2] On a full charge the Orbis X2 plays for 38 hours with noise cancelling off, or 30 hours with it on. "
          "A 10-minute charge gives 5 hours of play.",
-         "On a full charge the Orbis X2 plays for 38 hours with noise cancelling off, or 30 hours with it on [2]. "
-         "A 10-minute charge gives 5 hours of play [2]."),
+         "The Orbis X2 plays for 38 hours on a full charge with noise cancelling off, or 30 hours with it on [2]."),
         ("Who designed the Orbis X2?",
          "[1] The Orbis X2 weighs 260 g and folds flat for travel.\n\n[2] The Orbis X2 went on sale in March.",
          REFUSAL_EN),
