@@ -292,11 +292,11 @@ class ChatEngine:
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]], sources: Sequence[Source], system: str,
                passages: Sequence[str] | None = None) -> list[BaseMessage]:
-        """The system prompt first, then (``chat.examples``) worked examples in the question's language, then the history, then
-        the instruction, the numbered sources between delimiter lines that mark them as data, and the
-        question last. What comes before the sources never changes for a language, so llama.cpp keeps
-        it cached between questions and only the sources and the question are read anew.
-        ``passages``: the text to send for each source (default: the whole chunk).
+        """The system prompt first, then (``chat.examples``) a worked example in the question's language,
+        then the history, then the instruction, the numbered sources between delimiter lines that mark
+        them as data, and the question last. What comes before the sources never changes for a
+        language, so llama.cpp keeps it cached between questions and only the sources and the question
+        are read anew. ``passages``: the text to send for each source (default: the whole chunk).
         (Tried on the 135M built-in model: heavier markup, like XML tags per source, makes it
         echo the markup instead of answering.)"""
         texts = passages if passages is not None else [s.text for s in sources]
@@ -338,7 +338,9 @@ def instruction(question: str) -> str:
     models rarely refuse unless told how). It asks for the source's own words, briefly: a small model
     paraphrases numbers and names wrongly, and the words as they stand keep the answer checkable
     (grounding.check); asked for two to four sentences, it copied sentences around the answer instead
-    of the answer (docs/ANSWERS.md, step 4). It comes before the sources, so that it is read once and then cached."""
+    of the answer (docs/ANSWERS.md, step 4). It comes before the sources, so that it is read once and
+    then cached. (Main's prompt, with it after the sources, made the model refuse more: better on
+    ClapNQ's unanswerable questions, worse on questions about papers and reports, step 7.)"""
     if chinese(question):
         return ("请只根据下面编号的资料回答最后的问题：用中文回答，直接照抄资料中回答问题的原词和数字，一两句话即可，"
                 f"并用 [1] 这样的编号标明出处。如果资料中没有答案，请只回答：{REFUSAL_ZH}")
@@ -356,7 +358,8 @@ def user_message(question: str, blocks: str) -> str:
 
 # (question, sources as [n] blocks, answer), in each language: invented facts that show a small model the
 # shape of a good answer (the source's own words, cited) and of a refusal when the sources do not say.
-# Only the question's language is shown: shown both, the model ended English answers with "。".
+# Only the question's language is shown: shown both, the model ended English answers with "。". The
+# example refusal is off by default (chat.examples): with it the 0.5B model refused nearly everything.
 WORKED_EXAMPLES = {
     "en": (
         ("What is the battery life of the Orbis X2 headset?",

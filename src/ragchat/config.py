@@ -163,10 +163,10 @@ class ChatSettings(_Section):
     )
     examples: Literal["off", "answer", "with-refusal"] = Field(
         "answer",
-        description="Worked examples shown to the model before the sources, in the question's language: 'answer' shows "
-        "one short cited answer that copies the source's words, 'with-refusal' adds one where the sources do not answer "
-        "and the reply is the refusal sentence (measured: the 0.5B model then refused nearly every English question), "
-        "'off' shows none. They are read once, then cached by llama.cpp (docs/ANSWERS.md).",
+        description="Worked examples shown to the model before the sources, in the question's language: 'answer' (the "
+        "default) shows one short cited answer that copies the source's words, 'with-refusal' adds one where the "
+        "sources do not answer and the reply is the refusal sentence (the 0.5B model then refused nearly every English "
+        "question), 'off' shows none. They are read once, then cached by llama.cpp (docs/ANSWERS.md).",
     )
     builtin_sources: int = Field(
         0, ge=0, le=50,
