@@ -224,7 +224,9 @@ def test_rename_and_copy_reuse_vectors_without_embedding(tmp_path):
         for doc in (new_id, copy_id):
             rows = eng.catalog.chunks_of(doc)
             got = eng.vectors.vectors_of([r.id for r in rows])
-            assert [got[r.id][0] for r in rows] == [old_vectors[i][0] for i in old_ids]  # the very same vectors
+            # the same vectors, up to the float rounding of storing them again (nothing was embedded: above)
+            for new_vector, old_vector in zip([got[r.id][0] for r in rows], [old_vectors[i][0] for i in old_ids]):
+                assert list(new_vector) == pytest.approx(list(old_vector), abs=1e-6)
             assert {m["doc_id"] for _, m in got.values()} == {doc}
             assert set(got).isdisjoint(old_ids)
         ids = eng.catalog.all_chunk_ids()
