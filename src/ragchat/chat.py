@@ -128,7 +128,7 @@ class ChatEngine:
         yield ChatEvent("status", "searching your documents")
         queries = self.search_queries(question, history, llm)
         answer.question = queries[0]
-        context = history if len(queries) > 1 or queries[0] != question.strip() else ()  # a follow-up sees the chat
+        context = history if len(queries) > 1 else ()  # only a follow-up sees the chat
         try:
             hits = [h for h in self.retriever.search_all(queries, filters, k=self.source_count(llm, options))
                     if h.relevant]
