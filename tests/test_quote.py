@@ -14,7 +14,7 @@ from ragchat.config import LLMSettings
 from ragchat.grounding import UNSUPPORTED
 from ragchat.ingest.pipeline import collect
 from ragchat.llm import resolve_llm
-from ragchat.quote import markdown, passage, redundant, words
+from ragchat.quote import markdown, passage, redundant, source, words
 from ragchat.refusal import is_refusal
 
 OTTERS = ("Kelp forests grow in cold, nutrient-rich coastal water. Sea otters eat the urchins that graze on kelp. "
@@ -52,6 +52,17 @@ def test_the_documents_own_bracketed_numbers_are_not_citations():
 def test_a_quote_the_answer_already_holds_is_redundant():
     assert redundant("Sea otters eat the urchins that graze on kelp.", "Sea otters eat urchins, which graze on kelp [1].")
     assert not redundant(OTTERS, "Sea otters eat urchins [1].")
+
+
+def test_the_quote_comes_from_the_top_source_unless_the_cited_one_holds_more_of_the_question():
+    frog = "Derek Cha founded Sweet Frog in 2009. The FROG part of the name is an acronym."
+    segovia = "The name of Segovia is of Celtiberian origin."
+    question = "where did the name sweet frog come from"
+    text = lambda s: s  # noqa: E731 (the sources here are their own text)
+    assert source(question, [segovia], [frog, segovia], text) == frog  # cited, but it shares only "name"
+    assert source(question, [], [frog, segovia], text) == frog
+    assert source("Where is Segovia's name from?", [segovia], [frog, segovia], text) == segovia  # cited and better
+    assert source("name", [segovia], [frog, segovia], text) == frog  # as good: search's rank decides
 
 
 def _ask(engine, reply: str, question: str, **chat_settings):

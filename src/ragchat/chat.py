@@ -223,13 +223,13 @@ class ChatEngine:
         return f"{lead}\n\n" + sanitize_markdown(quote.markdown(text, source.id))
 
     def add_quote(self, answer: Answer) -> str:
-        """Quote, under the answer, the passage of its best-ranked cited source that best matches the
-        question (quote.py); when no sentence of the answer is supported, of the best-ranked retrieved
-        source. Returns what was added to answer.text ("" for none)."""
+        """Quote, under the answer, the passage that best matches the question, of its best-ranked cited
+        source, or of the best-ranked retrieved one when that holds more question terms or no sentence of
+        the answer is supported (quote.source). Returns what was added to answer.text ("" for none)."""
         budget = self.settings.quote_words
         if not budget or not answer.retrieved or is_refusal(grounding.UNSUPPORTED_RE.sub("", answer.text)):
             return ""
-        source = answer.sources[0] if answer.sources else answer.retrieved[0]  # cited: a supported sentence
+        source = quote.source(answer.question, answer.sources, answer.retrieved, lambda s: s.text)
         body = grounding.UNSUPPORTED_RE.sub("", answer.text)
         text = quote.passage(source.text, answer.question, body, budget)
         if not text or quote.redundant(text, body):
