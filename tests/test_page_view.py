@@ -149,6 +149,18 @@ def test_the_cache_stays_within_its_budget():
     assert cache.get(("page", "doc", "sha", 0, 800)) is None
 
 
+def test_reversed_or_off_page_boxes_are_drawn_or_left_out_never_an_error():
+    from PIL import Image
+
+    from ragchat.ui.pageview import draw_highlight
+
+    blank = io.BytesIO()
+    Image.new("RGB", (200, 100), "white").save(blank, "PNG")
+    drawn = image(draw_highlight(blank.getvalue(), [(0.6, 0.6, 0.2, 0.2), (1.3, 1.2, 1.5, 1.4)]))
+    assert drawn.getpixel((80, 40)) != (255, 255, 255)  # the reversed box, put right
+    assert drawn.getpixel((199, 99)) == (255, 255, 255)  # the one off the page: nothing
+
+
 # ---- the page route, in process ---------------------------------------------------------------------
 
 

@@ -131,10 +131,13 @@ def draw_highlight(png: bytes, rects: list[Rect]) -> bytes:
     overlay = Image.new("RGBA", page.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     w, h = page.size
-    for x0, y0, x1, y1 in rects:
-        box = (max(0, round((x0 - PAD) * w)), max(0, round((y0 - PAD) * h)),
-               min(w - 1, round((x1 + PAD) * w)), min(h - 1, round((y1 + PAD) * h)))
-        draw.rectangle(box, fill=HIGHLIGHT, outline=OUTLINE, width=max(1, w // 600))
+    for x0, y0, x1, y1 in rects:  # a rotated page or a stray box may give them reversed or off the page
+        left, right = sorted((x0, x1))
+        top, bottom = sorted((y0, y1))
+        box = (max(0, round((left - PAD) * w)), max(0, round((top - PAD) * h)),
+               min(w - 1, round((right + PAD) * w)), min(h - 1, round((bottom + PAD) * h)))
+        if box[0] <= box[2] and box[1] <= box[3]:
+            draw.rectangle(box, fill=HIGHLIGHT, outline=OUTLINE, width=max(1, w // 600))
     out = io.BytesIO()
     Image.alpha_composite(page, overlay).convert("RGB").save(out, "PNG", compress_level=6)
     return out.getvalue()
