@@ -154,7 +154,7 @@ def test_eval_answers_scores_every_reply(tmp_path):
     assert rows["zh-month"]["correct"] and rows["zh-month"]["cited"] == ["qingshi-kite"]
     assert rows["zh-length"]["refused"] and not rows["zh-length"]["correct"] and rows["zh-length"]["cited"] == []
     assert not rows["zh-cost"]["refused"] and not rows["zh-cost"]["correct"]  # invented, not refused
-    assert "[not supported by the documents]" in rows["zh-cost"]["reply"]  # and marked as such
+    assert "[资料中没有依据]" in rows["zh-cost"]["reply"]  # and marked as such, in Chinese
     assert "lanwan-bridge" in rows["zh-length"]["retrieved"]
 
     assert res["set"] == "qa_small" and res["provider"] == "ollama" and res["model"] == "llama3.2"

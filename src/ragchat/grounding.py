@@ -10,7 +10,7 @@ Then:
 - a sentence whose cited source supports it keeps its citation;
 - a sentence whose citation points elsewhere than the source that supports it is cited to that one;
 - a sentence that no retrieved source supports loses its citations and is marked
-  ``UNSUPPORTED`` for the reader (web app, CLI and JSON alike).
+  ``UNSUPPORTED`` for the reader (web app, CLI and JSON alike), in the sentence's language.
 
 Sentences that say the documents do not answer, and short ones (fewer than ``MIN_TERMS`` content
 terms: "Yes.", a heading) are left as they are. It knows nothing of the LLM or of retrieval.
@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ragchat.analysis import analyze
+from ragchat.replies import chinese
 
 UNSUPPORTED = "[not supported by the documents]"
-UNSUPPORTED_RE = re.compile(r"\s*" + re.escape(UNSUPPORTED))
+UNSUPPORTED_ZH = "[资料中没有依据]"  # the mark of a Chinese sentence
+UNSUPPORTED_RE = re.compile(r"\s*(?:" + re.escape(UNSUPPORTED) + "|" + re.escape(UNSUPPORTED_ZH) + ")")
 THRESHOLD = 0.6  # share of a sentence's content terms found in a source (bench/grounding.py)
 MIN_TERMS = 3
 
@@ -113,7 +115,7 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD) -> tuple[s
             mark = f" [{best}]"
         else:
             verdict = Verdict(sentence, cited, None, scores[best] if best is not None else 0.0, True)
-            mark = " " + UNSUPPORTED
+            mark = " " + (UNSUPPORTED_ZH if chinese(sentence) else UNSUPPORTED)
         verdicts.append(verdict)
         out.append(_remark(sentence, mark))
     out.append(text[pos:])
