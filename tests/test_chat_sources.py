@@ -206,22 +206,6 @@ def test_the_system_prompt_is_read_once_then_kept_in_the_cache(builtin):
     assert ask("What is the capital of France?") == first and first
 
 
-def test_a_why_or_how_question_is_asked_for_the_sources_sentences_after_them():
-    from ragchat.analysis import asks_for_explanation
-    from ragchat.chat import user_message
-
-    for question in ("why there are just 28 days in february", "How does the method keep frames consistent?",
-                     "what happens to toby at the end of the office", "为什么金刚线要细线化？"):
-        assert asks_for_explanation(question), question
-        tail = user_message(question, "[1] x").split(SOURCES_END, 1)[1]
-        assert question in tail and tail.strip().endswith(("explain it.", "两三句话。"))
-    for question in ("how many passes does it make", "who designed it", "DPR 的索引要多久？", "when did it open"):
-        assert not asks_for_explanation(question), question
-        assert user_message(question, "[1] x").endswith(question)
-    # the part before the sources is the same, so llama.cpp's cache still holds it
-    assert user_message("why is it red", "[1] x").split(SOURCES_BEGIN)[0] == user_message("who is it", "[1] y").split(SOURCES_BEGIN)[0]
-
-
 # ---- the web app starts the engine before its first update --------------------------------------------
 
 

@@ -91,19 +91,6 @@ def asks_for_number(question: str) -> bool:
     return bool(_ASKS_NUMBER.search(question))
 
 
-_ASKS_EXPLANATION = re.compile(
-    r"^\s*(why|how (?!many|much|long|far|fast|big|large|old|often|high|tall|heavy|wide|deep)|explain|describe|"
-    r"what (happens|happened|is the (difference|role|purpose|reason|effect|impact|meaning)|are the (differences|effects|reasons))"
-    r"|what (do|does|did) .+ (mean|represent|do)\b)"
-    r"|为什么|为何|如何|怎么|怎样|什么原因|原因是什么|有什么区别|区别是什么|有何影响|有什么影响|作用是什么", re.I)
-
-
-def asks_for_explanation(question: str) -> bool:
-    """The question asks for a reason, a way or a difference ("why", "how does", "what happens", "为什么",
-    "如何"), which a sentence or two of the source answers better than a few words."""
-    return bool(_ASKS_EXPLANATION.search(question)) and not asks_for_number(question)
-
-
 def has_number(text: str) -> bool:
     return bool(_DIGIT.search(text))
 

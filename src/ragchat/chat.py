@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from ragchat import followup, grounding, quote
-from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze, asks_for_explanation, asks_for_number, has_number
+from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze, asks_for_number, has_number
 from ragchat.config import BUNDLED_EMBEDDER, ChatSettings
 from ragchat.errors import BusyError, LLMError, RagchatError
 from ragchat.llm import LLMGate, ResolvedLLM, stream_text
@@ -350,15 +350,10 @@ def instruction(question: str) -> str:
 
 
 def user_message(question: str, blocks: str) -> str:
-    """The last message: the instruction, the sources (as [n] blocks) between their delimiters, the question,
-    and for a question that asks why or how, a hint to answer with two or three of the source's sentences
-    (after the sources, so that the cached part of the prompt stays the same)."""
+    """The last message: the instruction, the sources (as [n] blocks) between their delimiters, the question."""
     question = question.strip()
-    zh = chinese(question)
-    label = "问题：" if zh else "Question: "
-    hint = ("\n" + ("请照抄资料中回答它的两三句话。" if zh else "Answer with the two or three sentences of the source that explain it.")
-            if asks_for_explanation(question) else "")
-    return f"{instruction(question)}\n\n{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n{label}{question}{hint}"
+    label = "问题：" if chinese(question) else "Question: "
+    return f"{instruction(question)}\n\n{SOURCES_BEGIN}\n{blocks}\n{SOURCES_END}\n\n{label}{question}"
 
 
 # (question, sources as [n] blocks, answer), in each language: invented facts that show a small model the
