@@ -223,9 +223,9 @@ class ChatEngine:
         return f"{lead}\n\n" + sanitize_markdown(quote.markdown(text, source.id))
 
     def add_quote(self, answer: Answer) -> str:
-        """Quote, under the answer, the passage that best matches the question, of its best-ranked cited
-        source, or of the best-ranked retrieved one when that holds more question terms or no sentence of
-        the answer is supported (quote.source). Returns what was added to answer.text ("" for none)."""
+        """Quote, under the answer, the passage that best matches the question, of the best-ranked retrieved
+        source, or of the best-ranked cited one when that holds more question terms (quote.source).
+        Returns what was added to answer.text ("" for none)."""
         budget = self.settings.quote_words
         if not budget or not answer.retrieved or is_refusal(grounding.UNSUPPORTED_RE.sub("", answer.text)):
             return ""

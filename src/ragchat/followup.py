@@ -65,7 +65,7 @@ def depends_on_previous(question: str) -> bool:
         if _EN_OPENERS.match(q):
             return True
         pointers = _EN_POINTERS.findall(_EN_DEMONSTRATIVE_NOUN.sub(" ", q))
-        if pointers and len(question_terms(q)) <= SELF_CONTAINED - 1:
+        if pointers and len(question_terms(q)) < SELF_CONTAINED:
             return True
     return len(set(analyze(q))) <= 1
 

@@ -57,10 +57,9 @@ def _first_words(text: str, n: int) -> str:
 
 def source(question: str, cited: Sequence[T], retrieved: Sequence[T], text: Callable[[T], str]) -> T:
     """The source to quote: the best-ranked retrieved one, unless the best-ranked one the answer cites
-    holds more of the question's distinct terms (search is right more often than the small model's
-    marker). Measured on ClapNQ, where the
-    0.5B model cited a passage about Segovia's name for "where did the name sweet frog come from"
-    while search ranked the Sweet Frog passage first (docs/ANSWERS.md)."""
+    holds more of the question's distinct terms: search is right more often than the small model's
+    marker. (On ClapNQ the 0.5B model cited a passage on Segovia's name for "where did the name sweet
+    frog come from", while search ranked the Sweet Frog passage first; docs/ANSWERS.md, step 8.)"""
     top = retrieved[0]
     first = cited[0] if cited else top
     wanted = set(analyze(question))
