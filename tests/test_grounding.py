@@ -47,6 +47,16 @@ def test_a_wrong_number_is_not_supported_even_with_the_right_words():
     assert UNSUPPORTED in text and "[2]" not in text
 
 
+def test_the_questions_own_numbers_repeated_are_not_claims():
+    answer = "In 2022 the PubTabNet data set holds 516,000 tables [2]."
+    text, _ = check(answer, SOURCES, question="How many tables did PubTabNet hold in 2022?")
+    assert text == answer
+    text, _ = check(answer, SOURCES, question="How many tables does PubTabNet hold?")
+    assert UNSUPPORTED in text  # a year nobody asked about is a claim
+    text, _ = check("In 2022 the PubTabNet data set holds 600,000 tables [2].", SOURCES, question="How many in 2022?")
+    assert UNSUPPORTED in text  # the figure itself still has to be in the source
+
+
 def test_chinese_sentences_are_checked_too():
     text, _ = check("Skywork-13B 系列包含 Skywork-13B-Base 和 Skywork-13B-Math 两大版本。", SOURCES)
     assert text == "Skywork-13B 系列包含 Skywork-13B-Base 和 Skywork-13B-Math 两大版本 [3]。"

@@ -204,7 +204,7 @@ class ChatEngine:
     def ground(answer: Answer) -> None:
         """Check each sentence against the sources it cites (grounding.check): citations are moved
         to the source that supports the sentence, and a sentence no source supports is marked."""
-        answer.text, verdicts = grounding.check(answer.text, answer.retrieved)
+        answer.text, verdicts = grounding.check(answer.text, answer.retrieved, question=answer.question)
         cited = _cited_ids(answer.text, answer.retrieved)
         answer.sources = [s for s in answer.retrieved if s.id in cited]
         answer.unsupported = [v.sentence for v in verdicts if v.checked and v.supported_by is None]

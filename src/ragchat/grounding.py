@@ -59,15 +59,16 @@ def _numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(_CITE.sub(" ", text))}
 
 
-def support(sentence: str, source_text: str, source_terms: set[str] | None = None) -> float:
+def support(sentence: str, source_text: str, source_terms: set[str] | None = None, given: frozenset[str] = frozenset()) -> float:
     """How well source_text supports sentence: the share of the sentence's content terms found in
-    it, or 0 when the sentence states a number the source does not hold."""
+    it, or 0 when the sentence states a number the source does not hold. Numbers in ``given`` (the
+    question's: "net profit in 2021-22") are the question's words repeated, not claims."""
     terms = content_terms(sentence)
     if not terms:
         return 0.0
     src = source_terms if source_terms is not None else set(analyze(source_text))
     digits = re.sub(r"(?<=\d),(?=\d)", "", source_text)
-    if any(n not in digits for n in _numbers(sentence)):
+    if any(n not in digits for n in _numbers(sentence) - given):
         return 0.0
     return len(terms & src) / len(terms)
 
@@ -82,14 +83,16 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if text[a:b].strip()]
 
 
-def check(text: str, sources: Sequence, threshold: float = THRESHOLD) -> tuple[str, list[Verdict]]:
+def check(text: str, sources: Sequence, threshold: float = THRESHOLD, question: str = "") -> tuple[str, list[Verdict]]:
     """The answer with its citations checked (moved, removed, or the sentence marked UNSUPPORTED),
-    and a verdict for each sentence. ``sources``: objects with ``id`` and ``text``."""
+    and a verdict for each sentence. ``sources``: objects with ``id`` and ``text``; the numbers of
+    ``question`` need not be in a source."""
     from ragchat.refusal import is_refusal
 
     text = _MARKS_AFTER_END.sub(lambda m: " " + m.group(2) + m.group(1), text)  # "end. [1]" -> "end [1]."
     by_id = {s.id: s for s in sources}
     terms = {s.id: set(analyze(s.text)) for s in sources}
+    given = frozenset(_numbers(question))
     out, verdicts, pos = [], [], 0
     for start, end in sentences(text):
         out.append(text[pos:start])
@@ -100,7 +103,7 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD) -> tuple[s
             verdicts.append(Verdict(sentence, cited, None, 0.0, False))
             out.append(sentence)
             continue
-        scores = {sid: support(sentence, by_id[sid].text, terms[sid]) for sid in by_id}
+        scores = {sid: support(sentence, by_id[sid].text, terms[sid], given) for sid in by_id}
         best = max(scores, key=lambda sid: (scores[sid], sid in cited, -sid)) if scores else None
         good = [sid for sid in cited if scores[sid] >= threshold]
         if good and set(good) == set(cited):  # right as written: left exactly as the model wrote it
