@@ -11,6 +11,7 @@ from ragchat.followup import clean_answer, depends_on_previous, history_for_prom
 @pytest.mark.parametrize("question", [
     "and its capacity?", "What about 2023?", "How fast is it?", "What does that mean?", "Why?",
     "Which of them is cheaper?", "How much does it cost per hour?", "那 2021 年呢？", "它的容量是多少？", "还有其他的吗", "该公司的营收是多少？",
+    "How does it handle row and column order?",  # "it" points back, however long the question
 ])
 def test_follow_ups_lean_on_the_previous_question(question):
     assert depends_on_previous(question)
@@ -24,6 +25,8 @@ def test_follow_ups_lean_on_the_previous_question(question):
     "高测现在的电力采购单价降到多少了？", "这篇论文提出的立体匹配方法的运行速度是多少？",
     "其他公司的营收是多少？", "应该如何安装软件包？", "因此公司的毛利率是多少？",
     "How many passages did they end up with after splitting Wikipedia for DPR?",  # a generic "they"
+    "How did Jessica Jones get her powers in the show?",  # "her" points inside the question
+    "Which attention bias hurts TableFormer the most when it's removed?",
 ])
 def test_new_questions_stand_alone(question):
     assert not depends_on_previous(question)

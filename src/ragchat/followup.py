@@ -7,8 +7,10 @@ its own unless it shows that it needs the previous turn:
 
 - it opens like a continuation ("and ...", "what about ...", "also", "那 ...", "还有 ...") or ends
   with a bare "呢";
-- it points back with a pronoun or a word like "former", "the same", "它", "其", "该", "上述" (in English,
-  only while it has fewer than ``SELF_CONTAINED`` terms of its own: a longer question names its subject);
+- it points back with a pronoun or a word like "it", "former", "the same", "它", "其", "该", "上述". In
+  English, a pronoun after ``ANTECEDENT`` terms of the question's own points inside the question ("how
+  did Jessica Jones get her powers?"), and "they/them/their" in a question with ``SELF_CONTAINED``
+  terms is the generic "they" ("how many passages did they end up with after splitting Wikipedia?");
 - it has almost nothing of its own to search with: one content term at most ("and 2023?").
 
 ``history_for_prompt`` keeps only exchanges worth showing the model: never a refusal or one of the
@@ -44,9 +46,9 @@ _ZH_OPENERS = re.compile(r"^\s*(那么|那|还有|另外|此外|然后|并且|�
 _ZH_POINTERS = re.compile(  # not the 其 of 尤其/其他/其中, the 该 of 应该, the 此 of 因此/如此/彼此
     r"它|(?<![尤极与及])其(?![他它中实余次])|(?<!应)该|(?<![因如彼])此|上述|前者|后者|这个|那个|这些|那些|这家|那家|这种|那种|同样|刚才|上面")
 _ZH_TRAILING = re.compile(r"呢\s*[？?]?\s*$")
-# An English question with this many terms of its own names its subject: its "they" or "it" is generic ("how
-# many passages did they end up with after splitting Wikipedia for DPR?"), not a pointer to the last turn
-SELF_CONTAINED = 4
+_EN_THEY = re.compile(r"they|them|their|theirs", re.I)
+ANTECEDENT = 2  # terms before an English pronoun that it can point to instead of the previous turn
+SELF_CONTAINED = 4  # terms that make an English "they" generic
 _MARKER = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]")
 _QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
 
@@ -64,10 +66,17 @@ def depends_on_previous(question: str) -> bool:
     else:
         if _EN_OPENERS.match(q):
             return True
-        pointers = _EN_POINTERS.findall(_EN_DEMONSTRATIVE_NOUN.sub(" ", q))
-        if pointers and len(question_terms(q)) < SELF_CONTAINED:
+        named = _EN_DEMONSTRATIVE_NOUN.sub(" ", q)
+        if any(_points_back(named, m) for m in _EN_POINTERS.finditer(named)):
             return True
     return len(set(analyze(q))) <= 1
+
+
+def _points_back(question: str, pointer: re.Match) -> bool:
+    """Whether an English pointer word refers to the previous turn rather than to words before it."""
+    if _EN_THEY.fullmatch(pointer.group(1) or "") and len(question_terms(question)) >= SELF_CONTAINED:
+        return False
+    return len(question_terms(question[:pointer.start()])) < ANTECEDENT
 
 
 def strip_markers(text: str) -> str:
