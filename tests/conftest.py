@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.config import load_settings
+from ragchat.config import BUNDLED_EMBEDDER, load_settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PDFS = FIXTURES / "pdfs"
@@ -13,17 +13,25 @@ ZH_TEXT = FIXTURES / "text" / "zh_llm_weekly.txt"  # a Chinese newsletter about 
 # The built-in model the tests run: the smallest bundled one, so the suite stays fast. The default
 # model (config.LLMSettings.builtin_model) answers in tests/test_answer_eval.py.
 TEST_MODEL = "smollm2-135m"
+# The embedder the tests run: the bundled English MiniLM, three times faster to ingest with, and the
+# model the suite's expectations were written for. Every process a test starts inherits it. The
+# default multilingual embedder (EmbeddingGemma) runs in tests/test_multilingual.py.
+TEST_EMBEDDER = BUNDLED_EMBEDDER
+import os as _os_env  # noqa: E402
+
+_os_env.environ["RAGCHAT_EMBEDDING__MODEL"] = TEST_EMBEDDER
 
 
 def make_settings(store: Path, **overrides):
     """Settings for a test store: the built-in LLM (tests never depend on Ollama), short answers."""
     llm = {"provider": "llamacpp", "builtin_model": TEST_MODEL, "max_answer_tokens": 64, **overrides.pop("llm", {})}
-    return load_settings(store=store, llm=llm, **overrides)
+    embedding = {"model": TEST_EMBEDDER, **overrides.pop("embedding", {})}
+    return load_settings(store=store, llm=llm, embedding=embedding, **overrides)
 
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("RAGCHAT_")]:
+    for key in [k for k in __import__("os").environ if k.startswith("RAGCHAT_") and k != "RAGCHAT_EMBEDDING__MODEL"]:
         monkeypatch.delenv(key)
     return make_settings(tmp_path / "store")
 
@@ -75,6 +83,7 @@ class AppServer:
         env.update({
             "RAGCHAT_LLM__PROVIDER": "llamacpp",
             "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
+            "RAGCHAT_EMBEDDING__MODEL": TEST_EMBEDDER,
             "RAGCHAT_LLM__MAX_ANSWER_TOKENS": str(self.max_answer_tokens),
             "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9",  # nothing listens there
             "GRADIO_ANALYTICS_ENABLED": "False",

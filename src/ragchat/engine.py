@@ -12,11 +12,12 @@ import os
 import threading
 import time
 from functools import cached_property
+import logging
 from pathlib import Path
 
 from ragchat import access
 from ragchat.chat import ChatEngine, ChatOptions
-from ragchat.config import Settings, user_cache_dir
+from ragchat.config import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
 from ragchat.embeddings import build_embedder
 from ragchat.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
@@ -29,6 +30,8 @@ from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 from ragchat.store.lexical_follow import FollowedLexicalIndex
 from ragchat.store.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
 
 _RESOLVE_TTL_S = 30.0
 
@@ -80,6 +83,7 @@ class Engine:
         self._lock = None if self.shared else StoreLock(self.store)
         try:
             self.catalog = Catalog(settings.catalog_sqlalchemy_url, shared=self.shared)
+            self.resolve_embedding_model(allow_model_change)
             self.check_embedding_model(allow_model_change)
         except BaseException:
             if self._lock is not None:
@@ -160,6 +164,24 @@ class Engine:
                           self.has_documents)
 
     # ---- behaviour that needs several parts ------------------------------------------------------
+
+    def resolve_embedding_model(self, changing: bool) -> None:
+        """embedding.model = "auto": the multilingual bundled model for a new store, or when rebuilding
+        (``changing``, `ragchat reindex`); a store built with the English bundled model keeps it, with
+        one line in the log that says what `ragchat reindex` would change."""
+        emb = self.settings.embedding
+        if emb.model != "auto":
+            return
+        if emb.provider == "ollama":
+            raise ConfigError('embedding.provider = "ollama" needs embedding.model: the name of an Ollama embedding model')
+        emb.model = MULTILINGUAL_EMBEDDER
+        built_with = self.catalog.get_meta("embed_model")
+        if built_with == f"sentence-transformers:{BUNDLED_EMBEDDER}" and emb.provider == "sentence-transformers" \
+                and not changing and self.catalog.count_chunks():
+            emb.model = BUNDLED_EMBEDDER
+            log.warning("this store was indexed with %s, which reads English only; it keeps that model. Run `ragchat "
+                        "reindex` once to rebuild it with %s (Chinese and questions across languages; your documents are "
+                        "kept)", BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER)
 
     def check_embedding_model(self, allow_change: bool) -> None:
         built_with = self.catalog.get_meta("embed_model")
