@@ -22,6 +22,14 @@ import os as _os_env  # noqa: E402
 _os_env.environ["RAGCHAT_EMBEDDING__MODEL"] = TEST_EMBEDDER
 
 
+def child_env(extra: dict | None = None) -> dict[str, str]:
+    """The environment of a process a test starts: none of the caller's RAGCHAT_* settings but the
+    test embedder, offline, no analytics; ``extra`` adds or overrides."""
+    env = {k: v for k, v in _os_env.environ.items() if not k.startswith("RAGCHAT_")}
+    env.update({"RAGCHAT_EMBEDDING__MODEL": TEST_EMBEDDER, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    return {**env, **(extra or {})}
+
+
 def make_settings(store: Path, **overrides):
     """Settings for a test store: the built-in LLM (tests never depend on Ollama), short answers."""
     llm = {"provider": "llamacpp", "builtin_model": TEST_MODEL, "max_answer_tokens": 64, **overrides.pop("llm", {})}
@@ -79,16 +87,12 @@ class AppServer:
         with _socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = {k: v for k, v in _os.environ.items() if not k.startswith("RAGCHAT_")}
-        env.update({
+        env = child_env({
             "RAGCHAT_LLM__PROVIDER": "llamacpp",
             "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
-            "RAGCHAT_EMBEDDING__MODEL": TEST_EMBEDDER,
             "RAGCHAT_LLM__MAX_ANSWER_TOKENS": str(self.max_answer_tokens),
             "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9",  # nothing listens there
-            "GRADIO_ANALYTICS_ENABLED": "False",
             "GRADIO_TEMP_DIR": str(self.workdir / "gradio"),
-            "HF_HUB_OFFLINE": "1",
             **self.env,
         })
         with open(self.log, "ab") as log:

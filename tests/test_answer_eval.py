@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import child_env
 from ollama_fake import FakeOllama
 from ragchat.answer_eval import (
     Question, answer_groups, groups_found, percentile, rouge_l_recall, sample, score, strip_citations, tokens,
@@ -116,15 +117,13 @@ def _fake_reply(body: dict) -> str:
 
 
 def _env(ollama_url: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({
+    return child_env({
         "RAGCHAT_LLM__PROVIDER": "ollama", "RAGCHAT_LLM__OLLAMA_URL": ollama_url, "RAGCHAT_LLM__OLLAMA_MODEL": "llama3.2",
         # every dense hit counts as relevant, so each English prompt carries four sources, a wrong one among them
-        "RAGCHAT_RETRIEVAL__MIN_DENSE_SCORE": "-1", "HF_HUB_OFFLINE": "1",
+        "RAGCHAT_RETRIEVAL__MIN_DENSE_SCORE": "-1",
         # the fake replies are scored as written: no passage quoted under them (tests/test_quote.py)
         "RAGCHAT_CHAT__QUOTE_WORDS": "0",
     })
-    return env
 
 
 def _ragchat(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
@@ -210,8 +209,7 @@ def test_the_default_builtin_model_answers_the_small_set(tmp_path):
     from ragchat.config import LLMSettings
     from ragchat.models import BUILTIN_MODELS, builtin_name
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1"})
+    env = child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_EMBEDDING__MODEL": "auto"})  # the defaults
     out = _ragchat("eval", str(QA_SMALL), "--answers", "--json", env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -225,8 +223,7 @@ def test_the_default_builtin_model_keeps_a_conversation_about_real_pdfs(tmp_path
     one conversation with the bundled default model: a two-turn follow-up ("And how many lines of
     code does it need?") finds its paper and is answered, no answerable question is refused, and the
     documents' own passages are cited. A guard, not a benchmark (docs/ANSWERS.md has the figures)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1"})
+    env = child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_EMBEDDING__MODEL": "auto"})  # the defaults
     details = tmp_path / "details.jsonl"
     out = _ragchat("eval", str(QA_PDFS), "--answers", "--json", "--conversation", "--files", str(PDFS),
                    "--details", str(details), env=env, cwd=tmp_path)

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from starlette.routing import Mount
 
-from conftest import TEST_MODEL, AppServer, make_settings
+from conftest import child_env, TEST_MODEL, AppServer, make_settings
 from ollama_fake import FakeOllama
 from ragchat import auth
 from ragchat.chat import NO_DOCUMENTS, NOT_FOUND, MarkdownStream, sanitize_markdown
@@ -62,9 +62,7 @@ def fake_reply(body: dict) -> str:
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **extra})
-    return env
+    return child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL, **extra})
 
 
 def cli(cwd: Path, *args: str, **env) -> subprocess.CompletedProcess:

@@ -4,14 +4,12 @@ import json
 import subprocess
 import sys
 
-from conftest import PDFS, TEST_MODEL
+from conftest import child_env, PDFS, TEST_MODEL
 
 
 def ragchat(*args, store, env_extra=None, timeout=600):
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL, "RAGCHAT_LLM__MAX_ANSWER_TOKENS": "48", **(env_extra or {})})
+    env = child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
+                     "RAGCHAT_LLM__MAX_ANSWER_TOKENS": "48", **(env_extra or {})})
     return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(store), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_MODEL, make_settings
+from conftest import child_env, TEST_MODEL, make_settings
 from ragchat.engine import Engine
 from ragchat.store.catalog import ChunkRow
 from sqlalchemy import func, select
@@ -66,9 +66,7 @@ def make_corpus(folder: Path, rng: random.Random) -> dict[str, int]:
 
 
 def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"HF_HUB_OFFLINE": "1", "RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL})
-    return env
+    return child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL})
 
 
 class Run:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx as onnx_lib
 
+from conftest import TEST_EMBEDDER
 from ragchat.config import EmbeddingSettings
 from ragchat.embeddings import SentenceTransformerEmbedder
 
@@ -18,8 +19,8 @@ TEXTS = [
 
 def test_onnx_matches_torch_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch_vecs = np.array(SentenceTransformerEmbedder(EmbeddingSettings(), tmp_path).embed_documents(TEXTS))
-    onnx = SentenceTransformerEmbedder(EmbeddingSettings(backend="onnx"), tmp_path / "cache")
+    torch_vecs = np.array(SentenceTransformerEmbedder(EmbeddingSettings(model=TEST_EMBEDDER), tmp_path).embed_documents(TEXTS))
+    onnx = SentenceTransformerEmbedder(EmbeddingSettings(model=TEST_EMBEDDER, backend="onnx"), tmp_path / "cache")
     onnx_vecs = np.array(onnx.embed_documents(TEXTS))
     assert onnx_vecs.shape == torch_vecs.shape == (len(TEXTS), 384)
     cos = (onnx_vecs * torch_vecs).sum(axis=1)  # both L2-normalised
@@ -31,6 +32,6 @@ def test_onnx_matches_torch_and_is_cached(tmp_path, monkeypatch):
     ops = {n.op_type for n in onnx_lib.load(str(fused)).graph.node}
     assert {"Attention", "SkipLayerNormalization"} <= ops, ops  # fused by ONNX Runtime's transformer optimizer
     mtime = exported[0].stat().st_mtime
-    again = SentenceTransformerEmbedder(EmbeddingSettings(backend="onnx"), tmp_path / "cache")
+    again = SentenceTransformerEmbedder(EmbeddingSettings(model=TEST_EMBEDDER, backend="onnx"), tmp_path / "cache")
     assert np.allclose(again.embed_query(TEXTS[0]), onnx_vecs[0], atol=1e-5)
     assert exported[0].stat().st_mtime == mtime  # reused, not exported again

@@ -164,9 +164,9 @@ def test_a_refusal_over_a_close_passage_gives_way_to_that_passage_and_is_never_s
 def test_the_gates_hold_only_for_the_embedder_and_languages_they_were_measured_with(engine, tmp_path):
     from ragchat.config import ChatSettings
 
-    assert ChatSettings().similarity_gates(calibrated=True) == (0.5, 0.6)
-    assert ChatSettings().similarity_gates(calibrated=False) == (-1.0, 2.0)
-    assert ChatSettings(unanswered_below=0.3).similarity_gates(calibrated=False)[0] == 0.3
+    assert ChatSettings().similarity_gates("sentence-transformers:all-MiniLM-L6-v2") == (0.5, 0.6)
+    assert ChatSettings().similarity_gates("sentence-transformers:/my/model") == (-1.0, 2.0)
+    assert ChatSettings(unanswered_below=0.3).similarity_gates(None)[0] == 0.3
     _ingest(engine, tmp_path, "kite.txt", "青石镇风筝节每年四月举行，持续三天。")
     hits = engine.retriever.search("风筝节几月举行？")
     assert hits and engine.retriever.closeness("风筝节几月举行？", hits) is None  # MiniLM does not read Chinese

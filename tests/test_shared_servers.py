@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from conftest import PDFS, AppServer
+from conftest import child_env, PDFS, AppServer
 from ragchat.store.catalog import Catalog
 from ragchat.store.vectors import VectorIndex
 
@@ -32,7 +32,7 @@ def ndjson(response: httpx.Response) -> list[dict]:
 
 
 def cli(root, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, **env}
+    full = child_env(env)
     return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(root / "store"), *args], cwd=root,
                           env=full, capture_output=True, text=True, timeout=300)
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import make_settings
+from conftest import child_env, make_settings
 from ragchat.engine import Engine
 from ragchat.errors import StoreError
 from ragchat.ingest.pipeline import SourceFile, doc_id_for
@@ -23,7 +23,7 @@ TEXT = "The lighthouse keeper logs the fog horn hours. Fog rolls in from the bay
 
 
 def cli(tmp_path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, "HF_HUB_OFFLINE": "1", **env}
+    full = child_env(env)
     return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(tmp_path / "store"), *args],
                           cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120)
 
@@ -113,7 +113,7 @@ def test_a_worker_process_takes_the_jobs_and_a_job_waits_for_a_lost_chroma(servi
     env = {"RAGCHAT_CATALOG_URL": settings.catalog_url, "RAGCHAT_SHARED__CHROMA_URL": url,
            "RAGCHAT_SHARED__CHROMA_DATABASE": settings.shared.chroma_database,
            "RAGCHAT_SHARED__LEXICAL_CACHE": str(tmp_path / "worker-cache")}
-    full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}, "HF_HUB_OFFLINE": "1", **env}
+    full = child_env(env)
     worker = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "--store", str(settings.store), "worker"],
                               cwd=tmp_path, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     (tmp_path / "a.txt").write_text(TEXT)

@@ -27,7 +27,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 from starlette.routing import Mount
 
-from conftest import TEST_MODEL, AppServer, make_settings
+from conftest import child_env, TEST_MODEL, AppServer, make_settings
 from ragchat import auth
 from ragchat.chat import NO_DOCUMENTS, NOT_FOUND
 
@@ -51,10 +51,8 @@ OPEN_PREFIXES = ("/static/", "/assets/", "/svelte/", "/pwa_icon/")  # Gradio's b
 
 
 def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-    env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL, "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9",
-                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **extra})
-    return env
+    return child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
+                      "RAGCHAT_LLM__OLLAMA_URL": "http://127.0.0.1:9", **extra})
 
 
 def cli(cwd: Path, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
