@@ -60,6 +60,18 @@ def test_questions_cross_languages_through_the_engine(multilingual, tmp_path):
     assert eng.retriever.search("斑马鱼的心脏受伤后会怎样？", k=1)[0].source == "heart.txt"
 
 
+def test_bm25_noise_across_languages_does_not_outrank_the_dense_answer(multilingual, tmp_path):
+    """An English question about a Chinese passage shares one number with an unrelated English note.
+    BM25 finds only that note; min-max fusion would give it a full match's weight. With
+    retrieval.adaptive_lexical (the default) its weight follows the share of the question it holds."""
+    eng = multilingual
+    eng.ingestor.ingest(collect(write_all(tmp_path / "docs", {**EN, **ZH, "gate.txt": "Gate 350 opens at noon."})), "default")
+    question = "What is the top operating speed of the Beijing Shanghai line, 350?"
+    assert eng.retriever.search(question, k=1)[0].source == "train.txt"
+    eng.settings.retrieval.adaptive_lexical = False
+    assert eng.retriever.search(question, k=1)[0].source == "gate.txt", "the case the setting is for"
+
+
 def test_queries_and_documents_get_their_own_prompts(multilingual):
     enc = multilingual.embedder.model
     text = "The zebrafish heart regenerates after injury."

@@ -27,9 +27,12 @@ from ragchat.errors import ConfigError
 DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"  # English only; the default until issue 19
 MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.gemma)
-# chat.unanswered_below and chat.passage_over_refusal for the bundled embedder's cosines (docs/ANSWERS.md)
-AUTO_UNANSWERED_BELOW = 0.5
-AUTO_PASSAGE_OVER_REFUSAL = 0.6
+# chat.unanswered_below and chat.passage_over_refusal ("auto") for each bundled embedder's cosines, chosen on
+# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md); another model's cosines have another scale
+AUTO_GATES = {
+    f"sentence-transformers:{BUNDLED_EMBEDDER}": (0.5, 0.6),
+    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (-1.0, 2.0),  # TO MEASURE
+}
 
 
 def user_cache_dir() -> Path:
@@ -121,6 +124,10 @@ class RetrievalSettings(_Section):
     cjk_dense_weight: float = Field(
         0.0, ge=0.0, le=10.0,
         description="Weight of the dense ranking for Chinese queries when the embedder is English-only (0: BM25 decides, dense only fills in).",
+    )
+    adaptive_lexical: bool = Field(
+        True, description="Scale the BM25 weight down when its best hits hold under min_term_coverage of the query's terms "
+        "(a question in one language over passages in another; measured in docs/RETRIEVAL.md).",
     )
     min_dense_score: float = Field(0.25, ge=-1.0, le=1.0, description="Below this cosine, a dense hit alone is not relevant.")
     min_term_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of query terms a lexical hit must contain to be relevant alone.")
@@ -215,12 +222,12 @@ class ChatSettings(_Section):
         "holding 0.83 or more of their terms (docs/ANSWERS.md). Above 1 turns it off.",
     )
 
-    def similarity_gates(self, calibrated: bool) -> tuple[float, float]:
-        """(unanswered_below, passage_over_refusal) as numbers; 'auto' holds only for the embedder they were
-        measured with (``calibrated``): another model's cosines have another scale."""
-        low = self.unanswered_below if self.unanswered_below != "auto" else (AUTO_UNANSWERED_BELOW if calibrated else -1.0)
-        high = self.passage_over_refusal if self.passage_over_refusal != "auto" else (
-            AUTO_PASSAGE_OVER_REFUSAL if calibrated else 2.0)
+    def similarity_gates(self, embedder_id: str | None) -> tuple[float, float]:
+        """(unanswered_below, passage_over_refusal) as numbers; 'auto' is a measured value for the bundled
+        embedders (AUTO_GATES) and off for any other model."""
+        auto_low, auto_high = AUTO_GATES.get(embedder_id or "", (-1.0, 2.0))
+        low = auto_low if self.unanswered_below == "auto" else self.unanswered_below
+        high = auto_high if self.passage_over_refusal == "auto" else self.passage_over_refusal
         return float(low), float(high)
 
     @field_validator("source_tokens", mode="before")

@@ -169,6 +169,11 @@ class GemmaEmbedder(_Embedder):
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
 
+    @property
+    def prepared(self) -> bool:
+        """False until the first use has joined and exported the model (about 2 minutes, once per user)."""
+        return gemma.onnx_file(self.cache_dir).is_file()
+
     @cached_property
     def model(self) -> "gemma.GemmaEncoder":
         with self._lock:

@@ -98,6 +98,7 @@ def run_eval(settings: Settings, beir_dir: Path, split: str = "test", mode: str 
             eng.ingestor.ingest_texts(iter_corpus(beir_dir / "corpus.jsonl"), EVAL_COLLECTION)
             ingest_s = time.perf_counter() - t0
             docs = len(eng.catalog.documents(collections=[EVAL_COLLECTION], status="done"))
+            chunks = eng.catalog.count_chunks()
             ndcg, recall, mrr, lat = [], [], [], []
             for qid in qids:
                 t = time.perf_counter()
@@ -114,14 +115,15 @@ def run_eval(settings: Settings, beir_dir: Path, split: str = "test", mode: str 
     n = max(len(qids), 1)
     result = {
         "ndcg@10": round(sum(ndcg) / n, 4), "recall@100": round(sum(recall) / n, 4), "mrr@10": round(sum(mrr) / n, 4),
-        "queries": len(qids), "docs": docs, "mode": mode, "ingest_s": round(ingest_s, 2),
+        "queries": len(qids), "docs": docs, "chunks": chunks, "mode": mode, "ingest_s": round(ingest_s, 2),
         "query_ms_p50": round(statistics.median(lat), 2) if lat else 0.0,
+        "query_ms_p95": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 2) if lat else 0.0,
     }
     print(f"{beir_dir.name} ({split}), mode {mode}: {result['queries']} queries over {docs} documents")
     print(f"  nDCG@10     {result['ndcg@10']:.4f}")
     print(f"  Recall@100  {result['recall@100']:.4f}")
     print(f"  MRR@10      {result['mrr@10']:.4f}")
-    print(f"  ingest      {ingest_s:.1f} s;  query p50 {result['query_ms_p50']:.1f} ms")
+    print(f"  ingest      {ingest_s:.1f} s;  query p50 {result['query_ms_p50']:.1f} ms, p95 {result['query_ms_p95']:.1f} ms")
     if as_json:
         print(json.dumps(result))
     return 0

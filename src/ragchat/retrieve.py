@@ -4,7 +4,9 @@ Dense (Chroma) and lexical (BM25) rankings are fused with weighted reciprocal ra
 weighted sum of min-max normalised scores, `retrieval.fusion = "convex"`). The
 weight of the dense ranking adapts to the query's language: an English-only embedder understands
 little Chinese, so for a Chinese query its ranking gets `cjk_dense_weight` instead of
-`dense_weight` and BM25 leads. Filters (collections, documents) are applied to both rankings,
+`dense_weight` and BM25 leads. With a dense ranking that reads the query, BM25's weight shrinks when
+its best hits hold few of the query's terms (a question in another language than the passages;
+`retrieval.adaptive_lexical`). Filters (collections, documents) are applied to both rankings,
 and only chunks of documents whose ingestion finished ("done") are ever returned.
 """
 
@@ -105,18 +107,20 @@ class Retriever:
         dense = [h for h in dense if h.doc_id in searchable]
         lexical = [h for h in lexical if h.doc_id in searchable]
 
+        qterms = question_terms(query)
         weights = {"dense": self.dense_weight(query), "lexical": self.settings.lexical_weight}
         if mode == "dense":
             weights["lexical"] = 0.0
         elif mode == "lexical":
             weights["dense"] = 0.0
+        elif self.settings.adaptive_lexical and weights["dense"] > 0:
+            weights["lexical"] *= self._lexical_confidence(qterms, lexical)
         fused = self._fuse(dense, lexical, weights)
         top = sorted(fused, key=fused.get, reverse=True)[:k]
 
         dmap = {h.chunk_id: h.score for h in dense}
         lmap = {h.chunk_id: h for h in lexical}
         rows = self._rows(top)
-        qterms = question_terms(query)
         names = latin_names(query, qterms)
         hits = []
         for cid in top:
@@ -151,6 +155,17 @@ class Retriever:
                     kept.dense = hit.dense
         top = sorted(score, key=lambda cid: -score[cid])[:k]  # stable: ties keep the first phrasing's order
         return [best[cid] for cid in top]
+
+    def _lexical_confidence(self, qterms: set[str], lexical: list) -> float:
+        """How far BM25's ranking can be trusted for this query: the largest share of the query's terms
+        that one of its three best hits holds, over ``min_term_coverage``, at most 1. A question in one
+        language over passages in another shares only names and numbers with them; min-max
+        normalisation would give that noise the weight of a real match."""
+        if not qterms or not lexical:
+            return 1.0
+        rows = self._rows([h.chunk_id for h in lexical[:3]])
+        best = max((len(qterms & set(analyze(c.text))) / len(qterms) for c, _ in rows.values()), default=0.0)
+        return min(1.0, best / self.settings.min_term_coverage) if self.settings.min_term_coverage else 1.0
 
     def _fuse(self, dense: list, lexical: list, weights: dict[str, float]) -> dict[str, float]:
         fused: dict[str, float] = {}

@@ -36,9 +36,9 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
             gr.HTML('<div class="rc-brand"><span class="rc-logo">◆</span> ragchat</div>'
                     '<div class="rc-tagline">Chat with your documents, privately.</div>')
             if warmup is not None:  # "Loading models…" until the background warm-up is done
-                loading = gr.HTML(lambda: _loading_html(warmup.state), elem_id="rc-loading")
+                loading = gr.HTML(lambda: _loading_html(warmup), elem_id="rc-loading")
                 loading_timer = gr.Timer(1.0)
-                loading_timer.tick(lambda: (_loading_html(warmup.state), gr.Timer(active=warmup.state == "loading")),
+                loading_timer.tick(lambda: (_loading_html(warmup), gr.Timer(active=warmup.state == "loading")),
                                    None, [loading, loading_timer], api_visibility="private", queue=False,
                                    show_progress="hidden")
             new_btn = gr.Button("+  New chat", variant="primary", elem_id="rc-new-chat")
@@ -208,7 +208,11 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
     return demo
 
 
-def _loading_html(state: str) -> str:
+def _loading_html(warmup) -> str:
+    state = warmup.state
+    if state == "loading" and warmup.first_start:
+        return ('<div class="rc-badge rc-badge-off" title="Joining and converting the multilingual embedder, once per user; '
+                'documents you add meanwhile wait for it">Preparing the search model (first start only, about 2 minutes)…</div>')
     if state == "loading":
         return ('<div class="rc-badge rc-badge-off" title="You can add documents meanwhile; a question waits for them">'
                 'Loading models…</div>')

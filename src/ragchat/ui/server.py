@@ -168,6 +168,7 @@ class Warmup:
     def __init__(self, engine, then=None):
         self.engine = engine
         self.state = "loading"
+        self.first_start = False  # the multilingual embedder is being prepared (ragchat.gemma), once per user
         self.then = then  # called once ready and recovered (starts the watched folders)
 
     def start(self) -> None:
@@ -178,6 +179,7 @@ class Warmup:
 
         engine = self.engine
         try:
+            self.first_start = not getattr(engine.embedder, "prepared", True)
             engine.embedder.load()
             engine.vectors.open()
             engine.lexical
