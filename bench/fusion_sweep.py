@@ -19,13 +19,17 @@ from ragchat.config import load_settings
 from ragchat.engine import Engine
 from ragchat.evaluate import doc_ranking, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
 
-CONFIGS = [
+CONFIGS = [  # retrieval.adaptive_lexical is on unless a row says "fixed"; "auto" rows are the defaults
     ("dense", "dense", {}),
     ("lexical (BM25)", "lexical", {}),
-    ("rrf k=60, 1:1", "hybrid", {"fusion": "rrf", "rrf_k": 60}),
-    ("rrf k=60, dense 0.5", "hybrid", {"fusion": "rrf", "rrf_k": 60, "dense_weight": 0.5}),
-    ("convex 1:1", "hybrid", {"fusion": "convex"}),
-    ("convex dense 0.5", "hybrid", {"fusion": "convex", "dense_weight": 0.5}),
+    ("rrf k=60, 1:1", "hybrid", {"fusion": "rrf", "rrf_k": 60, "lexical_weight": 1.0}),
+    ("rrf k=60, dense 0.5", "hybrid", {"fusion": "rrf", "rrf_k": 60, "dense_weight": 0.5, "lexical_weight": 1.0}),
+    ("convex 1:1, fixed", "hybrid", {"fusion": "convex", "adaptive_lexical": False, "lexical_weight": 1.0}),
+    ("convex 1:1", "hybrid", {"fusion": "convex", "lexical_weight": 1.0}),
+    ("convex dense 0.5", "hybrid", {"fusion": "convex", "dense_weight": 0.5, "lexical_weight": 1.0}),
+    ("convex lexical 0.5", "hybrid", {"fusion": "convex", "lexical_weight": 0.5}),
+    ("convex lexical 0.3", "hybrid", {"fusion": "convex", "lexical_weight": 0.3}),
+    ("convex lexical auto", "hybrid", {"fusion": "convex"}),
 ]
 
 

@@ -17,10 +17,24 @@ def toml(tmp_path):
 
 def test_defaults(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no config.toml here
+    monkeypatch.delenv("RAGCHAT_EMBEDDING__MODEL", raising=False)  # conftest's test embedder
     s = load_settings()
     assert s.store == Path("docs_store")
     assert s.llm.provider == "auto"
-    assert s.embedding.model == "all-MiniLM-L6-v2"
+    assert s.embedding.model == "auto"
+
+
+def test_auto_fusion_weight_and_gates_follow_the_embedder(monkeypatch):
+    from ragchat.config import ChatSettings, RetrievalSettings
+
+    minilm, gemma = "sentence-transformers:all-MiniLM-L6-v2", "sentence-transformers:embeddinggemma-300m"
+    auto = RetrievalSettings()
+    assert (auto.lexical_weight_for(minilm), auto.lexical_weight_for(gemma), auto.lexical_weight_for("ollama:bge-m3")) == (1.0, 0.3, 1.0)
+    assert RetrievalSettings(lexical_weight=0.7).lexical_weight_for(gemma) == 0.7
+    assert ChatSettings().similarity_gates(gemma) == (0.4, 0.5)
+    monkeypatch.setenv("RAGCHAT_RETRIEVAL__LEXICAL_WEIGHT", "11")
+    with pytest.raises(ConfigError, match="retrieval.lexical_weight"):
+        load_settings()
 
 
 def test_file_then_env_then_flags(monkeypatch, toml):

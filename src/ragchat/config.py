@@ -28,10 +28,18 @@ DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"  # English only; the default until issue 19
 MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.gemma)
 # chat.unanswered_below and chat.passage_over_refusal ("auto") for each bundled embedder's cosines, chosen on
-# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md); another model's cosines have another scale
+# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md): EmbeddingGemma's cosines run lower, and
+# 0.4 / 0.5 keep from the model and show the same shares of those questions as MiniLM's 0.5 / 0.6.
+# Another model's cosines have another scale: "auto" is off for it.
+# retrieval.lexical_weight ("auto"): BM25's weight beside each bundled embedder's ranking. EmbeddingGemma's
+# ranking is the stronger one: 0.3 was best or tied on nDCG@10 on all five sets (docs/RETRIEVAL.md).
+AUTO_LEXICAL_WEIGHT = {
+    f"sentence-transformers:{BUNDLED_EMBEDDER}": 1.0,
+    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": 0.3,
+}
 AUTO_GATES = {
     f"sentence-transformers:{BUNDLED_EMBEDDER}": (0.5, 0.6),
-    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (-1.0, 2.0),  # TO MEASURE
+    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (0.4, 0.5),
 }
 
 
@@ -120,7 +128,22 @@ class RetrievalSettings(_Section):
     )
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the dense ranking for queries the embedder understands.")
-    lexical_weight: float = Field(1.0, ge=0.0, le=10.0, description="Weight of the BM25 ranking.")
+    lexical_weight: float | Literal["auto"] = Field(
+        "auto", description="Weight of the BM25 ranking (the dense one's is dense_weight). 'auto': 0.3 with the "
+        "multilingual embedder, whose own ranking is the stronger one, else 1 (docs/RETRIEVAL.md).",
+    )
+
+    @field_validator("lexical_weight")
+    @classmethod
+    def _weight_range(cls, v):
+        if v != "auto" and not 0.0 <= v <= 10.0:
+            raise ValueError("must be 'auto' or a number from 0 to 10")
+        return v
+
+    def lexical_weight_for(self, embedder_id: str | None) -> float:
+        if self.lexical_weight != "auto":
+            return float(self.lexical_weight)
+        return AUTO_LEXICAL_WEIGHT.get(embedder_id or "", 1.0)
     cjk_dense_weight: float = Field(
         0.0, ge=0.0, le=10.0,
         description="Weight of the dense ranking for Chinese queries when the embedder is English-only (0: BM25 decides, dense only fills in).",
@@ -204,15 +227,15 @@ class ChatSettings(_Section):
         "auto",
         description="When the passage closest to the question (dense retrieval's cosine) is less similar than this, the "
         "documents are taken not to answer it, unless a passage holds every term of the question (a terse keyword "
-        "query): the sources are shown and the model is not asked. 'auto': 0.5 with the bundled embedder, for the "
-        "languages it reads (not Chinese), else off. Chosen on ClapNQ's answerable and unanswerable questions, where "
+        "query): the sources are shown and the model is not asked. 'auto': 0.4 with the multilingual embedder, 0.5 "
+        "with all-MiniLM-L6-v2 (for the languages it reads: not Chinese), else off. Chosen on ClapNQ's answerable and unanswerable questions, where "
         "the model's own refusals do not tell them apart (docs/ANSWERS.md). -1 turns it off.",
     )
     passage_over_refusal: float | Literal["auto"] = Field(
         "auto",
         description="When the model says the documents do not answer, but the closest passage is at least this similar "
-        "to the question, that passage is shown, quoted, instead of the refusal. 'auto': 0.6 with the bundled embedder, "
-        "for the languages it reads, else off (docs/ANSWERS.md). 2 turns it off.",
+        "to the question, that passage is shown, quoted, instead of the refusal. 'auto': 0.5 with the multilingual "
+        "embedder, 0.6 with all-MiniLM-L6-v2 (for the languages it reads), else off (docs/ANSWERS.md). 2 turns it off.",
     )
     coverage_over_refusal: float = Field(
         0.8, ge=0.0, le=2.0,

