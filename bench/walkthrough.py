@@ -43,6 +43,10 @@ DEFAULT_QA = [
     ("那 2019 年的时候呢？", "0.8 元/kwh in 2019", r"0\.8(?![\d])", "mineru__test_rearch_report.pdf"),
     ("What was Reliance's net profit in 2021-22?", "₹ 67,845 crore", r"67,?845", "unstructured__reliance.pdf"),
     ("DPR 在 2100 万个向量上建 FAISS 索引要花多长时间？", "8.5 hours", r"8\.5", "unstructured__multi-column.pdf"),
+    ("这篇论文的密集检索器在检索时每秒能处理多少个问题？", "995 questions/s (no word shared with the paper)", r"995",
+     "unstructured__multi-column.pdf"),
+    ("By 2022, what had the company's electricity purchase price fallen to?", "0.39 元/kwh (asked in English)",
+     r"0\.39", "mineru__test_rearch_report.pdf"),
     ("What did Reliance spend on R&D in 2021-22?", "a refusal (the report does not say)", None, None),
 ]
 DEFAULT_PDFS = [PDFS / "unstructured__multi-column.pdf", PDFS / "mineru__test_rearch_report.pdf",

@@ -27,16 +27,16 @@ from ragchat.errors import ConfigError
 DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"  # English only; the default until issue 19
 MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.gemma)
-# chat.unanswered_below and chat.passage_over_refusal ("auto") for each bundled embedder's cosines, chosen on
-# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md): EmbeddingGemma's cosines run lower, and
-# 0.4 / 0.5 keep from the model and show the same shares of those questions as MiniLM's 0.5 / 0.6.
-# Another model's cosines have another scale: "auto" is off for it.
 # retrieval.lexical_weight ("auto"): BM25's weight beside each bundled embedder's ranking. EmbeddingGemma's
 # ranking is the stronger one: 0.3 was best or tied on nDCG@10 on all five sets (docs/RETRIEVAL.md).
 AUTO_LEXICAL_WEIGHT = {
     f"sentence-transformers:{BUNDLED_EMBEDDER}": 1.0,
     f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": 0.3,
 }
+# chat.unanswered_below and chat.passage_over_refusal ("auto") for each bundled embedder's cosines, chosen on
+# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md): EmbeddingGemma's cosines run lower, and
+# 0.4 / 0.5 keep from the model and show the same shares of those questions as MiniLM's 0.5 / 0.6.
+# Another model's cosines have another scale: "auto" is off for it.
 AUTO_GATES = {
     f"sentence-transformers:{BUNDLED_EMBEDDER}": (0.5, 0.6),
     f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (0.4, 0.5),
@@ -132,6 +132,16 @@ class RetrievalSettings(_Section):
         "auto", description="Weight of the BM25 ranking (the dense one's is dense_weight). 'auto': 0.3 with the "
         "multilingual embedder, whose own ranking is the stronger one, else 1 (docs/RETRIEVAL.md).",
     )
+    cjk_dense_weight: float = Field(
+        0.0, ge=0.0, le=10.0,
+        description="Weight of the dense ranking for Chinese queries when the embedder is English-only (0: BM25 decides, dense only fills in).",
+    )
+    adaptive_lexical: bool = Field(
+        True, description="Scale the BM25 weight down when its best hits hold under min_term_coverage of the query's terms "
+        "(a question in one language over passages in another; measured in docs/RETRIEVAL.md).",
+    )
+    min_dense_score: float = Field(0.25, ge=-1.0, le=1.0, description="Below this cosine, a dense hit alone is not relevant.")
+    min_term_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of query terms a lexical hit must contain to be relevant alone.")
 
     @field_validator("lexical_weight")
     @classmethod
@@ -144,16 +154,6 @@ class RetrievalSettings(_Section):
         if self.lexical_weight != "auto":
             return float(self.lexical_weight)
         return AUTO_LEXICAL_WEIGHT.get(embedder_id or "", 1.0)
-    cjk_dense_weight: float = Field(
-        0.0, ge=0.0, le=10.0,
-        description="Weight of the dense ranking for Chinese queries when the embedder is English-only (0: BM25 decides, dense only fills in).",
-    )
-    adaptive_lexical: bool = Field(
-        True, description="Scale the BM25 weight down when its best hits hold under min_term_coverage of the query's terms "
-        "(a question in one language over passages in another; measured in docs/RETRIEVAL.md).",
-    )
-    min_dense_score: float = Field(0.25, ge=-1.0, le=1.0, description="Below this cosine, a dense hit alone is not relevant.")
-    min_term_coverage: float = Field(0.5, ge=0.0, le=1.0, description="Share of query terms a lexical hit must contain to be relevant alone.")
 
 
 class IngestSettings(_Section):

@@ -108,7 +108,8 @@ class Retriever:
         lexical = [h for h in lexical if h.doc_id in searchable]
 
         qterms = question_terms(query)
-        weights = {"dense": self.dense_weight(query), "lexical": self.settings.lexical_weight_for(getattr(self.embedder, "model_id", None))}
+        lexical_weight = self.settings.lexical_weight_for(getattr(self.embedder, "model_id", None))
+        weights = {"dense": self.dense_weight(query), "lexical": lexical_weight}
         if mode == "dense":
             weights["lexical"] = 0.0
         elif mode == "lexical":
