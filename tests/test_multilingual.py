@@ -67,9 +67,25 @@ def test_bm25_noise_across_languages_does_not_outrank_the_dense_answer(multiling
     eng = multilingual
     eng.ingestor.ingest(collect(write_all(tmp_path / "docs", {**EN, **ZH, "gate.txt": "Gate 350 opens at noon."})), "default")
     question = "What is the top operating speed of the Beijing Shanghai line, 350?"
+    assert eng.retriever.search(question, k=1)[0].source == "train.txt"  # the defaults
+    eng.settings.retrieval.lexical_weight = 1.0  # even at MiniLM's weight
     assert eng.retriever.search(question, k=1)[0].source == "train.txt"
     eng.settings.retrieval.adaptive_lexical = False
     assert eng.retriever.search(question, k=1)[0].source == "gate.txt", "the case the setting is for"
+
+
+def test_the_closeness_gate_compares_a_question_with_passages_in_its_own_language(multilingual, tmp_path):
+    """Cosines across languages run lower, so the answer gates (chat.unanswered_below) read only the
+    passages in the question's language: a Chinese question over English passages alone has none."""
+    eng = multilingual
+    eng.ingestor.ingest(collect(write_all(tmp_path / "docs", {**EN, **ZH})), "default")
+    question = "斑马鱼的心脏受伤后会怎样？"
+    hits = eng.retriever.search(question, k=4)
+    english = [h for h in hits if h.source in EN]
+    assert english[0].source == "heart.txt" and english[0].dense is not None
+    assert eng.retriever.closeness(question, english) is None
+    chinese = [h for h in hits if h.source in ZH]
+    assert eng.retriever.closeness(question, hits) == max(h.dense for h in chinese)
 
 
 def test_queries_and_documents_get_their_own_prompts(multilingual):
