@@ -117,11 +117,11 @@ def main() -> None:
     print(f"labelled pairs: {len(sample)} ({', '.join(f'{l}: {sum(p[3] == l for p in sample)}' for l in langs)}), "
           f"supported: {sum(p[2] for p in sample)}")
 
-    overlap = [support(s, src) for s, src, _, _ in sample]
-    from ragchat.config import EmbeddingSettings, user_cache_dir
+    overlap = [support(s, src) or 0.0 for s, src, _, _ in sample]  # None: across languages, nothing to compare
+    from ragchat.config import BUNDLED_EMBEDDER, EmbeddingSettings, user_cache_dir
     from ragchat.embeddings import build_embedder
 
-    embedder = build_embedder(EmbeddingSettings(), "", 60, cache_dir=user_cache_dir())
+    embedder = build_embedder(EmbeddingSettings(model=BUNDLED_EMBEDDER), "", 60, cache_dir=user_cache_dir())
     import numpy as np
 
     a = np.array(embedder.embed_documents([p[0] for p in sample]))

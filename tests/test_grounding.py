@@ -57,6 +57,20 @@ def test_the_questions_own_numbers_repeated_are_not_claims():
     assert UNSUPPORTED in text  # the figure itself still has to be in the source
 
 
+def test_an_answer_in_the_other_language_is_checked_on_its_numbers_and_names():
+    """A Chinese answer from an English source shares no words with it: its figures and Latin names
+    are compared; with neither, it is left unmarked rather than called unsupported."""
+    assert support("PubTabNet 数据集包含 516,000 张表格。", SOURCES[1].text) == 1.0
+    assert support("PubTabNet 数据集包含 600,000 张表格。", SOURCES[1].text) == 0.0
+    assert support("Skywork-13B comes in two versions, Base and Math.", SOURCES[2].text) == 1.0  # its number
+    text, verdicts = check("PubTabNet 数据集包含 516,000 张表格 [2]。", SOURCES)
+    assert text == "PubTabNet 数据集包含 516,000 张表格 [2]。" and verdicts[0].supported_by == 2
+    text, verdicts = check("这个数据集的表格来自科学文章 [2]。", SOURCES)
+    assert text == "这个数据集的表格来自科学文章 [2]。" and not verdicts[0].checked
+    text, _ = check("PubTabNet 数据集包含 600,000 张表格 [2]。", SOURCES)
+    assert UNSUPPORTED_ZH in text and "[2]" not in text
+
+
 def test_chinese_sentences_are_checked_too():
     text, _ = check("Skywork-13B 系列包含 Skywork-13B-Base 和 Skywork-13B-Math 两大版本。", SOURCES)
     assert text == "Skywork-13B 系列包含 Skywork-13B-Base 和 Skywork-13B-Math 两大版本 [3]。"

@@ -12,8 +12,9 @@ Then:
 - a sentence that no retrieved source supports loses its citations and is marked
   ``UNSUPPORTED`` for the reader (web app, CLI and JSON alike), in the sentence's language.
 
-Sentences that say the documents do not answer, and short ones (fewer than ``MIN_TERMS`` content
-terms: "Yes.", a heading) are left as they are. It knows nothing of the LLM or of retrieval.
+Sentences that say the documents do not answer, short ones (fewer than ``MIN_TERMS`` content
+terms: "Yes.", a heading), and ones whose cited source is in the other language and that state no
+number or name to compare with it are left as they are. It knows nothing of the LLM or of retrieval.
 """
 
 from __future__ import annotations
@@ -59,17 +60,28 @@ def _numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(_CITE.sub(" ", text))}
 
 
-def support(sentence: str, source_text: str, source_terms: set[str] | None = None, given: frozenset[str] = frozenset()) -> float:
+def support(sentence: str, source_text: str, source_terms: set[str] | None = None,
+            given: frozenset[str] = frozenset()) -> float | None:
     """How well source_text supports sentence: the share of the sentence's content terms found in
     it, or 0 when the sentence states a number the source does not hold. Numbers in ``given`` (the
-    question's: "net profit in 2021-22") are the question's words repeated, not claims."""
+    question's: "net profit in 2021-22") are the question's words repeated, not claims.
+
+    A sentence in one language over a source in the other (a Chinese answer from an English paper)
+    shares no words with it: only its numbers, and in a Chinese sentence its Latin names
+    (TableFormer), can be compared; None when it has neither (it cannot be checked)."""
     terms = content_terms(sentence)
     if not terms:
         return 0.0
     src = source_terms if source_terms is not None else set(analyze(source_text))
     digits = re.sub(r"(?<=\d),(?=\d)", "", source_text)
-    if any(n not in digits for n in _numbers(sentence) - given):
+    numbers = _numbers(sentence) - given
+    if any(n not in digits for n in numbers):
         return 0.0
+    if chinese(sentence) != chinese(source_text):
+        names = {t for t in terms if t.isascii() and t.isalpha()} if chinese(sentence) else set()
+        if not numbers and not names:
+            return None
+        return len(names & src) / len(names) if names else 1.0
     return len(terms & src) / len(terms)
 
 
@@ -103,9 +115,10 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD, question: 
             verdicts.append(Verdict(sentence, cited, None, 0.0, False))
             out.append(sentence)
             continue
-        scores = {sid: support(sentence, by_id[sid].text, terms[sid], given) for sid in by_id}
+        judged = {sid: support(sentence, by_id[sid].text, terms[sid], given) for sid in by_id}
+        scores = {sid: v for sid, v in judged.items() if v is not None}
         best = max(scores, key=lambda sid: (scores[sid], sid in cited, -sid)) if scores else None
-        good = [sid for sid in cited if scores[sid] >= threshold]
+        good = [sid for sid in cited if scores.get(sid, 0.0) >= threshold]
         if good and set(good) == set(cited):  # right as written: left exactly as the model wrote it
             verdicts.append(Verdict(sentence, cited, good[0], scores[good[0]], True))
             out.append(sentence)
@@ -116,8 +129,12 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD, question: 
         elif best is not None and scores[best] >= threshold:
             verdict = Verdict(sentence, cited, best, scores[best], True)
             mark = f" [{best}]"
+        elif not scores or any(judged[sid] is None for sid in cited):  # its source is in another language
+            verdicts.append(Verdict(sentence, cited, None, 0.0, False))
+            out.append(sentence)
+            continue
         else:
-            verdict = Verdict(sentence, cited, None, scores[best] if best is not None else 0.0, True)
+            verdict = Verdict(sentence, cited, None, scores[best], True)
             mark = " " + (UNSUPPORTED_ZH if chinese(sentence) else UNSUPPORTED)
         verdicts.append(verdict)
         out.append(_remark(sentence, mark))
