@@ -32,6 +32,7 @@ def test_auto_fusion_weight_and_gates_follow_the_embedder(monkeypatch):
     assert (auto.lexical_weight_for(minilm), auto.lexical_weight_for(gemma), auto.lexical_weight_for("ollama:bge-m3")) == (1.0, 0.3, 1.0)
     assert RetrievalSettings(lexical_weight=0.7).lexical_weight_for(gemma) == 0.7
     assert ChatSettings().similarity_gates(gemma) == (0.45, 0.5)
+    assert ChatSettings().similarity_gates(gemma, chinese=True) == (0.4, 0.5)
     monkeypatch.setenv("RAGCHAT_RETRIEVAL__LEXICAL_WEIGHT", "11")
     with pytest.raises(ConfigError, match="retrieval.lexical_weight"):
         load_settings()

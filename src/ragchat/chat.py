@@ -141,7 +141,7 @@ class ChatEngine:
             answer.text = in_language(question, NOT_FOUND, NOT_FOUND_ZH)
             yield ChatEvent("done", answer=answer)
             return
-        low, high = self.settings.similarity_gates(getattr(self.retriever.embedder, "model_id", None))
+        low, high = self.settings.similarity_gates(getattr(self.retriever.embedder, "model_id", None), chinese(question))
         closeness = self.retriever.closeness(answer.question, hits)
         if closeness is not None and closeness < low and not any(h.coverage >= 1.0 for h in hits):
             # the documents are about something else (a passage holding every word of a terse query is not)

@@ -34,13 +34,15 @@ AUTO_LEXICAL_WEIGHT = {
     f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": 0.3,
 }
 # chat.unanswered_below and chat.passage_over_refusal ("auto") for each bundled embedder's cosines, chosen on
-# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md). EmbeddingGemma's cosines run lower, and
-# its sources lead the model to answer more unanswerable questions: 0.45 keeps 0.63 of those from the model
-# (MiniLM's 0.5: 0.44) and 0.07 of the answerable ones (0.03). Both compare a question with passages in its
-# own language only (Retriever.closeness). Another model's cosines have another scale: "auto" is off for it.
+# ClapNQ's answerable and unanswerable questions (docs/ANSWERS.md). EmbeddingGemma's cosines run lower: 0.4
+# keeps the share of ClapNQ's questions from the model that MiniLM's 0.5 kept, but its sources lead the model
+# to answer more unanswerable English questions, so English questions get 0.45 (0.63 of those kept from the
+# model, 0.07 of the answerable ones). Chinese ones keep 0.4: there is no unanswerable Chinese set to raise it
+# on. Both compare a question with passages in its own language only (Retriever.closeness). Another model's
+# cosines have another scale: "auto" is off for it. (English, Chinese, passage_over_refusal)
 AUTO_GATES = {
-    f"sentence-transformers:{BUNDLED_EMBEDDER}": (0.5, 0.6),
-    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (0.45, 0.5),
+    f"sentence-transformers:{BUNDLED_EMBEDDER}": (0.5, 0.5, 0.6),
+    f"sentence-transformers:{MULTILINGUAL_EMBEDDER}": (0.45, 0.4, 0.5),
 }
 
 
@@ -228,7 +230,7 @@ class ChatSettings(_Section):
         "auto",
         description="When the passage closest to the question (dense retrieval's cosine) is less similar than this, the "
         "documents are taken not to answer it, unless a passage holds every term of the question (a terse keyword "
-        "query): the sources are shown and the model is not asked. 'auto': 0.45 with the multilingual embedder, 0.5 "
+        "query): the sources are shown and the model is not asked. 'auto': 0.45 with the multilingual embedder (0.4 for Chinese questions), 0.5 "
         "with all-MiniLM-L6-v2 (for the languages it reads: not Chinese), else off; passages in another language than the question's are not compared. Chosen on ClapNQ's answerable and unanswerable questions, where "
         "the model's own refusals do not tell them apart (docs/ANSWERS.md). -1 turns it off.",
     )
@@ -246,10 +248,11 @@ class ChatSettings(_Section):
         "holding 0.83 or more of their terms (docs/ANSWERS.md). Above 1 turns it off.",
     )
 
-    def similarity_gates(self, embedder_id: str | None) -> tuple[float, float]:
-        """(unanswered_below, passage_over_refusal) as numbers; 'auto' is a measured value for the bundled
-        embedders (AUTO_GATES) and off for any other model."""
-        auto_low, auto_high = AUTO_GATES.get(embedder_id or "", (-1.0, 2.0))
+    def similarity_gates(self, embedder_id: str | None, chinese: bool = False) -> tuple[float, float]:
+        """(unanswered_below, passage_over_refusal) as numbers for a question in English or Chinese; 'auto'
+        is a measured value for the bundled embedders (AUTO_GATES) and off for any other model."""
+        low_en, low_zh, auto_high = AUTO_GATES.get(embedder_id or "", (-1.0, -1.0, 2.0))
+        auto_low = low_zh if chinese else low_en
         low = auto_low if self.unanswered_below == "auto" else self.unanswered_below
         high = auto_high if self.passage_over_refusal == "auto" else self.passage_over_refusal
         return float(low), float(high)
