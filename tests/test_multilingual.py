@@ -76,7 +76,7 @@ def test_bm25_noise_across_languages_does_not_outrank_the_dense_answer(multiling
 
 def test_the_closeness_gate_compares_a_question_with_passages_in_its_own_language(multilingual, tmp_path):
     """Cosines across languages run lower, so the answer gates (chat.unanswered_below) read only the
-    passages in the question's language: a Chinese question over English passages alone has none."""
+    passages in the question's language, and none when a passage in the other language is closer."""
     eng = multilingual
     eng.ingestor.ingest(collect(write_all(tmp_path / "docs", {**EN, **ZH})), "default")
     question = "斑马鱼的心脏受伤后会怎样？"
@@ -85,7 +85,9 @@ def test_the_closeness_gate_compares_a_question_with_passages_in_its_own_languag
     assert english[0].source == "heart.txt" and english[0].dense is not None
     assert eng.retriever.closeness(question, english) is None
     chinese = [h for h in hits if h.source in ZH]
-    assert eng.retriever.closeness(question, hits) == max(h.dense for h in chinese)
+    assert eng.retriever.closeness(question, chinese) == max(h.dense for h in chinese)
+    # the English answer is closer than any Chinese passage: the question is about it, not gated
+    assert english[0].dense > max(h.dense for h in chinese) and eng.retriever.closeness(question, hits) is None
 
 
 def test_queries_and_documents_get_their_own_prompts(multilingual):

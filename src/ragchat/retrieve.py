@@ -83,11 +83,17 @@ class Retriever:
         (Chinese or not), when the embedder reads that language; else None. Across languages cosines run
         lower: with EmbeddingGemma, 25-30 % of XQuAD's cross-language questions score under 0.4, and
         none of RGB's Chinese or 3 % of ClapNQ's English answerable ones (docs/ANSWERS.md), so one
-        threshold cannot serve both. An English-only embedder's cosine between an English question
-        and a Chinese passage says nothing at all."""
+        threshold cannot serve both; and when a passage in the other language is closer than every one
+        in the question's, the question is about it, and its cosine is on another scale (None). An
+        English-only embedder's cosine between an English question and a Chinese passage says nothing."""
         chinese = cjk_share(query) >= 0.3
-        scores = [h.dense for h in hits if h.dense is not None and (cjk_share(h.text) >= 0.3) == chinese]
-        return max(scores) if scores and self.reads(query) else None
+        same, other = [], []
+        for h in hits:
+            if h.dense is not None:
+                (same if (cjk_share(h.text) >= 0.3) == chinese else other).append(h.dense)
+        if not same or not self.reads(query) or (self.multilingual and max(other, default=-1.0) >= max(same)):
+            return None
+        return max(same)
 
     def search(self, query: str, filters: Filters = Filters(), k: int | None = None, mode: str | None = None,
                candidates: int | None = None) -> list[Hit]:
