@@ -55,7 +55,8 @@ def test_eval_command_json(tiny_beir, mode, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(result) == {"ndcg@10", "recall@100", "mrr@10", "queries", "docs", "mode", "ingest_s", "query_ms_p50"}
+    assert set(result) == {"ndcg@10", "recall@100", "mrr@10", "queries", "docs", "chunks", "mode", "ingest_s", "query_ms_p50",
+                           "query_ms_p95"}
     assert result["queries"] == 3 and result["docs"] == 4 and result["mode"] == mode
     assert result["ndcg@10"] == 1.0 and result["mrr@10"] == 1.0 and result["recall@100"] == 1.0
     assert "nDCG@10" in out.stdout
