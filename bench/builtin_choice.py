@@ -59,8 +59,8 @@ SOURCE_WORDS = 40  # about 55 Qwen tokens of this README's English: a prompt of 
 def messages(i: int) -> list[dict]:
     """The i-th prompt, built as ``chat.ChatEngine.prompt`` builds it for four excerpts: the system
     prompt, the worked examples (chat.examples), then the instruction, the sources and the question."""
-    from ragchat.chat import user_message, worked_examples
-    from ragchat.config import ChatSettings
+    from ragchat.answer.chat import user_message, worked_examples
+    from ragchat.core.settings import ChatSettings
 
     settings = ChatSettings()
     words = (ROOT / "README.md").read_text(encoding="utf-8").split()
@@ -77,9 +77,9 @@ def messages(i: int) -> list[dict]:
 def child(name: str, threads: int, prompts: int) -> None:
     import httpx
 
-    from ragchat.config import user_cache_dir
-    from ragchat.llm import BuiltinServer
-    from ragchat.models import model_path
+    from ragchat.core.settings import user_cache_dir
+    from ragchat.llm.providers import BuiltinServer
+    from ragchat.llm.models import model_path
 
     t0 = time.perf_counter()
     server = BuiltinServer(str(model_path(name, user_cache_dir())), 4096, threads, 1)
@@ -153,7 +153,7 @@ def main() -> None:
               f"{summary['peak_rss_mb']:>8}{summary['cores_for_goal']:>16}")
     print(f"\ncold load + first prompt (whole prompt read): "
           + ", ".join(f"{n} {r['load_s']:.1f} s + {r['warm']['ttft_s']:.2f} s ({r['warm']['read']} tokens)" for n, r in results.items()))
-    from ragchat.models import AUTO_MIN_CORES
+    from ragchat.llm.models import AUTO_MIN_CORES
 
     print(f"models.choose_builtin picks qwen2.5-1.5b from {AUTO_MIN_CORES} physical cores")
     for summary in summaries:

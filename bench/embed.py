@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def corpus_chunks(paths: list[Path], tokenizer, max_tokens: int, overlap: int) -> list[str]:
-    from ragchat.errors import LoadError
+    from ragchat.core.errors import LoadError
     from ragchat.ingest.chunking import chunk_pages
     from ragchat.ingest.loaders import load
     from ragchat.ingest.pipeline import collect
@@ -72,7 +72,7 @@ def variants(model_path: Path, cache: Path) -> dict:
     import onnx
     from sentence_transformers import SentenceTransformer
 
-    from ragchat.onnx_export import OnnxEncoder, ensure_onnx, onnx_paths
+    from ragchat.embed.onnx_export import OnnxEncoder, ensure_onnx, onnx_paths
 
     shipped = ensure_onnx(model_path, cache, quantized=False)  # exports the plain and the fused graph
     plain = onnx_paths(model_path, cache)[0]
@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
 
-    from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+    from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 
     model_path = bundled_model_path()
     texts = corpus_chunks(args.corpus, WordPieceTokenizer(model_path / "tokenizer.json"), 200, 40)

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import httpx
 
-from ragchat import answer_eval, chat
-from ragchat.config import Settings
+from ragchat.eval import answers as answer_eval
+
+from ragchat.answer import chat
+from ragchat.core.settings import Settings
 from ragchat.engine import Engine
-from ragchat.evaluate import EVAL_COLLECTION, iter_corpus
+from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus
 from ragchat.ingest.pipeline import collect
-from ragchat.retrieve import Filters
+from ragchat.retrieve.search import Filters
 
 
 def main() -> None:

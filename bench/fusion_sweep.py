@@ -15,9 +15,9 @@ import statistics
 import time
 from pathlib import Path
 
-from ragchat.config import load_settings
+from ragchat.core.settings import load_settings
 from ragchat.engine import Engine
-from ragchat.evaluate import doc_ranking, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
+from ragchat.eval.retrieval import doc_ranking, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
 
 CONFIGS = [  # retrieval.adaptive_lexical is on unless a row says "fixed"; "auto" rows are the defaults
     ("dense", "dense", {}),

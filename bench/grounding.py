@@ -1,4 +1,4 @@
-"""How well does the grounding check (src/ragchat/grounding.py) tell supported sentences from
+"""How well does the grounding check (src/ragchat/answer/grounding.py) tell supported sentences from
 unsupported ones? A labelled sample is made from two QA sets' passages, then each check is scored.
 
     .venv/bin/python bench/grounding.py ../shared/data/qa [--seed 0] [--n 200]
@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ragchat.analysis import analyze  # noqa: E402
-from ragchat.grounding import sentences, support  # noqa: E402
+from ragchat.core.text import analyze  # noqa: E402
+from ragchat.answer.grounding import sentences, support  # noqa: E402
 
 
 def load(folder: Path):
@@ -118,8 +118,8 @@ def main() -> None:
           f"supported: {sum(p[2] for p in sample)}")
 
     overlap = [support(s, src) or 0.0 for s, src, _, _ in sample]  # None: across languages, nothing to compare
-    from ragchat.config import BUNDLED_EMBEDDER, EmbeddingSettings, user_cache_dir
-    from ragchat.embeddings import build_embedder
+    from ragchat.core.settings import BUNDLED_EMBEDDER, EmbeddingSettings, user_cache_dir
+    from ragchat.embed.embedder import build_embedder
 
     embedder = build_embedder(EmbeddingSettings(model=BUNDLED_EMBEDDER), "", 60, cache_dir=user_cache_dir())
     import numpy as np

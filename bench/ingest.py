@@ -63,7 +63,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 def _word_pieces(texts: list[str], limit: int = 256) -> tuple[int, int]:
     """(word pieces the bundled model reads, pieces it cuts off) over texts: the embedder's real work."""
-    from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+    from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 
     counts = [n + 2 for n in WordPieceTokenizer(bundled_model_path() / "tokenizer.json").count(texts)]  # + [CLS] [SEP]
     return sum(min(n, limit) for n in counts), sum(max(0, n - limit) for n in counts)
@@ -72,7 +72,7 @@ def _word_pieces(texts: list[str], limit: int = 256) -> tuple[int, int]:
 def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: str | None) -> dict:
     t_import = time.perf_counter()
     import ragchat
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import collect
     from ragchat.store.catalog import ChunkRow
@@ -87,7 +87,7 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
     # or the user's, depending on the version), by the same call the engine would make.
     t_export = time.perf_counter()
     if settings.embedding.backend != "torch":
-        from ragchat.onnx_export import ensure_onnx
+        from ragchat.embed.onnx_export import ensure_onnx
 
         with Engine(settings) as probe:
             emb = probe.embedder
@@ -136,7 +136,7 @@ def run_tutorial(paths: list[Path], store: Path) -> dict:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from ragchat.embeddings import bundled_model_path
+    from ragchat.embed.embedder import bundled_model_path
     from ragchat.ingest.pipeline import collect
 
     files = [f.path for f in collect(paths)]

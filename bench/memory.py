@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="where the corpus and the store go (default: a temporary folder)")
     args = ap.parse_args()
 
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import SourceFile
 

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ragchat.config import load_settings
-from ragchat.errors import LoadError
+from ragchat.core.settings import load_settings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.boxes import _compact, aligned_rects
 from ragchat.ingest.chunking import chunk_pages
 from ragchat.ingest.loaders import load
@@ -29,7 +29,7 @@ from ragchat.ui.pageview import draw_highlight
 
 def main(paths: list[str]) -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # odd fonts and offsets: noise here
-    from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+    from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 
     settings = load_settings()
     tokenizer = WordPieceTokenizer(bundled_model_path() / "tokenizer.json")  # the bundled embedder's

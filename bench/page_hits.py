@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ragchat.config import load_settings
+from ragchat.core.settings import load_settings
 from ragchat.engine import Engine
 
 QUESTIONS = Path(__file__).parent / "data" / "pdf_qa" / "queries.jsonl"

@@ -203,9 +203,9 @@ def main() -> None:
 
     import psutil
 
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
-    from ragchat.retrieve import Filters
+    from ragchat.retrieve.search import Filters
 
     config = ROOT / "config.toml"
     settings = load_settings(config if config.exists() else None, store=store)

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import httpx
 
-from ragchat import answer_eval, chat
-from ragchat.config import MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
-from ragchat.embeddings import build_embedder
+from ragchat.eval import answers as answer_eval
+
+from ragchat.answer import chat
+from ragchat.core.settings import MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
+from ragchat.embed.embedder import build_embedder
 from ragchat.engine import Engine
-from ragchat.evaluate import EVAL_COLLECTION, iter_corpus
-from ragchat.retrieve import Filters
+from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus
+from ragchat.retrieve.search import Filters
 
 
 def main() -> None:

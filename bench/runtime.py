@@ -107,8 +107,8 @@ def main() -> None:
     args = ap.parse_args()
     if not args.model:
         sys.path.insert(0, str(ROOT / "src"))
-        from ragchat.config import user_cache_dir
-        from ragchat.models import model_path
+        from ragchat.core.settings import user_cache_dir
+        from ragchat.llm.models import model_path
 
         args.model = str(model_path("smollm2-135m", user_cache_dir()))
     if args.child:

@@ -73,7 +73,7 @@ def check_answers(questions: list[dict], pdfs: Path) -> None:
 
 
 def run_store(questions: list[dict], pdfs: Path, tables: bool) -> dict:
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import collect
 
@@ -101,7 +101,7 @@ def run_store(questions: list[dict], pdfs: Path, tables: bool) -> dict:
 
 def ingest_time(paths: list[Path], tables: bool) -> tuple[float, int]:
     """Wall time (embedder load included) and chunks of ingesting paths into an empty store."""
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import collect
 
@@ -127,7 +127,7 @@ def scores(ranks: list[int]) -> dict:
 
 def parse_times(pdfs: Path) -> list[tuple[str, int, float, float, int]]:
     """(file, pages, best s without tables, best s with tables, pages whose text changed) per PDF."""
-    from ragchat.errors import LoadError
+    from ragchat.core.errors import LoadError
     from ragchat.ingest.loaders import load
 
     best: dict[tuple[str, bool], float] = {}

@@ -83,7 +83,7 @@ def free_port() -> int:
 
 
 def settings_for(store: Path, backend: str | None):
-    from ragchat.config import load_settings
+    from ragchat.core.settings import load_settings
 
     config = ROOT / "config.toml"
     s = load_settings(config if config.exists() else None, store=store)
@@ -96,7 +96,7 @@ def settings_for(store: Path, backend: str | None):
 
 
 def builtin_server(engine):
-    from ragchat.chat import ChatOptions
+    from ragchat.answer.chat import ChatOptions
 
     return engine.llm_for(ChatOptions()).model.server()
 
@@ -134,7 +134,7 @@ def engine_ttft(engine, question: str) -> dict:
 
 def prompt_tokens(engine, question: str) -> int:
     """Tokens of the prompt the built-in model gets for this question, as its own template renders them."""
-    from ragchat.chat import ChatOptions, _source
+    from ragchat.answer.chat import ChatOptions, _source
 
     hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
     sources = [_source(i + 1, h) for i, h in enumerate(hits)]

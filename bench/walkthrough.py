@@ -152,7 +152,7 @@ def main() -> None:
     import httpx
     from playwright.sync_api import sync_playwright
 
-    from ragchat.refusal import is_refusal
+    from ragchat.answer.refusal import is_refusal
 
     report: dict = {"pdfs": [str(p) for p in pdfs], "questions": [], "console": [], "shots": []}
     log_path = args.out / "server.log"

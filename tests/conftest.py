@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.config import BUNDLED_EMBEDDER, load_settings
+from ragchat.core.settings import BUNDLED_EMBEDDER, load_settings
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PDFS = FIXTURES / "pdfs"

@@ -17,11 +17,11 @@ import pytest
 
 from conftest import child_env
 from ollama_fake import FakeOllama
-from ragchat.answer_eval import (
+from ragchat.eval.answers import (
     Question, answer_groups, groups_found, percentile, rouge_l_recall, sample, score, strip_citations, tokens,
 )
-from ragchat.chat import NO_DOCUMENTS, NOT_FOUND
-from ragchat.refusal import is_refusal
+from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND
+from ragchat.answer.refusal import is_refusal
 
 QA_SMALL = Path(__file__).parent / "fixtures" / "qa_small"
 QA_PDFS = Path(__file__).parent / "fixtures" / "qa_pdfs"
@@ -206,8 +206,8 @@ def test_the_default_builtin_model_answers_the_small_set(tmp_path):
     """The bundled default model, for real, through the same command: right on most answerable
     questions (English and Chinese) and citing their own passages. A guard on answer quality, not a
     benchmark (docs/ANSWERS.md has the figures on the real sets)."""
-    from ragchat.config import LLMSettings
-    from ragchat.models import BUILTIN_MODELS, builtin_name
+    from ragchat.core.settings import LLMSettings
+    from ragchat.llm.models import BUILTIN_MODELS, builtin_name
 
     env = child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_EMBEDDING__MODEL": "auto"})  # the defaults
     out = _ragchat("eval", str(QA_SMALL), "--answers", "--json", env=env, cwd=tmp_path)

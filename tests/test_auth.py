@@ -21,13 +21,14 @@ from itsdangerous.encoding import base64_decode, base64_encode
 from starlette.routing import Mount
 
 from conftest import make_settings
-from ragchat import access, auth, cli
-from ragchat.access import AccessError
-from ragchat.chat import NO_DOCUMENTS
+from ragchat import auth, cli
+from ragchat.core import access
+from ragchat.core.access import AccessError
+from ragchat.answer.chat import NO_DOCUMENTS
 from ragchat.engine import Engine
-from ragchat.errors import ConfigError
+from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import SourceFile
-from ragchat.retrieve import Filters
+from ragchat.retrieve.search import Filters
 from ragchat.store.catalog import Catalog, User
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 from ragchat.ingest.chunking import chunk_pages
 
 

@@ -18,11 +18,11 @@ import time
 import pytest
 
 from conftest import make_settings
-from ragchat.chat import ChatEngine, ChatOptions
+from ragchat.answer.chat import ChatEngine, ChatOptions
 from ragchat.engine import Engine
-from ragchat.errors import BusyError
+from ragchat.core.errors import BusyError
 from ragchat.ingest.pipeline import collect
-from ragchat.llm import LLMGate
+from ragchat.llm.providers import LLMGate
 
 TOPICS = {
     "bees.txt": "Honey bees dance to tell the hive where flowers are. The waggle dance encodes direction and distance.",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.config import load_settings
-from ragchat.errors import ConfigError
+from ragchat.core.settings import load_settings
+from ragchat.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_defaults(monkeypatch, tmp_path):
 
 
 def test_auto_fusion_weight_and_gates_follow_the_embedder(monkeypatch):
-    from ragchat.config import ChatSettings, RetrievalSettings
+    from ragchat.core.settings import ChatSettings, RetrievalSettings
 
     minilm, gemma = "sentence-transformers:all-MiniLM-L6-v2", "sentence-transformers:embeddinggemma-300m"
     auto = RetrievalSettings()

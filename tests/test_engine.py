@@ -7,12 +7,12 @@ import sys
 import pytest
 
 from conftest import PDFS, make_settings
-from ragchat.chat import NO_DOCUMENTS, NOT_FOUND, ChatOptions
-from ragchat.embeddings import bundled_model_path
+from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND, ChatOptions
+from ragchat.embed.embedder import bundled_model_path
 from ragchat.engine import Engine
-from ragchat.errors import EmbeddingModelMismatch, StoreError
+from ragchat.core.errors import EmbeddingModelMismatch, StoreError
 from ragchat.ingest.pipeline import SourceFile, collect
-from ragchat.retrieve import Filters
+from ragchat.retrieve.search import Filters
 
 ALPHA = "The zebrafish heart regenerates after injury. Cardiomyocytes proliferate near the wound."
 BETA = "Quantum annealing solves optimisation problems. The annealer uses superconducting qubits."
@@ -231,8 +231,8 @@ def test_changed_embedding_model_is_refused_then_reindexed(settings, tmp_path):
 def test_second_process_is_refused(settings):
     engine = Engine(settings)
     code = (
-        "import sys\nfrom ragchat.config import load_settings\nfrom ragchat.engine import Engine\n"
-        "from ragchat.errors import StoreError\n"
+        "import sys\nfrom ragchat.core.settings import load_settings\nfrom ragchat.engine import Engine\n"
+        "from ragchat.core.errors import StoreError\n"
         f"try:\n    Engine(load_settings(store={str(engine.store)!r}))\nexcept StoreError as e:\n    print(e); sys.exit(3)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -278,8 +278,8 @@ def test_ollama_embeddings_and_chat_through_the_fake_server(tmp_path, monkeypatc
 def test_each_builtin_model_can_be_picked(settings):
     """The Settings tab's list: the model picked for this machine and every bundled one, each reached
     through llm_for (the path every chat takes) whatever llm.builtin_model says."""
-    from ragchat.errors import LLMError
-    from ragchat.models import BUILTIN_MODELS, auto_builtin
+    from ragchat.core.errors import LLMError
+    from ragchat.llm.models import BUILTIN_MODELS, auto_builtin
 
     with Engine(settings) as eng:  # llm.builtin_model = "smollm2-135m" (conftest)
         listed = dict(eng.builtin_models())

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ragchat.evaluate import load_qrels, mrr_at, ndcg_at, recall_at
+from ragchat.eval.retrieval import load_qrels, mrr_at, ndcg_at, recall_at
 
 
 def test_metrics_match_hand_computed_values():

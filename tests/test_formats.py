@@ -12,8 +12,8 @@ import zipfile
 import pytest
 
 import samples
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest import loaders
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import detect_kind, load

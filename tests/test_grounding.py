@@ -1,4 +1,4 @@
-"""The grounding check: each answer sentence against the sources it cites (ragchat.grounding), on
+"""The grounding check: each answer sentence against the sources it cites (ragchat.answer.grounding), on
 its own and through the chat engine with a real store, the real embedder and an LLM whose reply is
 known (the fake Ollama server), so that an invented sentence is there to be caught."""
 
@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 from ollama_fake import FakeOllama
 
-from ragchat.chat import ChatEngine
-from ragchat.config import LLMSettings
-from ragchat.grounding import UNSUPPORTED, UNSUPPORTED_ZH, check, sentences, support
+from ragchat.answer.chat import ChatEngine
+from ragchat.core.settings import LLMSettings
+from ragchat.answer.grounding import UNSUPPORTED, UNSUPPORTED_ZH, check, sentences, support
 from ragchat.ingest.pipeline import collect
-from ragchat.llm import resolve_llm
+from ragchat.llm.providers import resolve_llm
 
 SOURCES = [
     SimpleNamespace(id=1, text="TableFormer predicts the structure of a table and the bounding box of every cell from the image."),

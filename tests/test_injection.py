@@ -21,11 +21,11 @@ import pytest
 from ollama_fake import FakeOllama
 
 from conftest import make_settings
-from ragchat.chat import SOURCES_BEGIN, SOURCES_END, ChatEngine, ChatOptions, SecretFilter, sanitize_markdown
-from ragchat.config import LLMSettings
+from ragchat.answer.chat import SOURCES_BEGIN, SOURCES_END, ChatEngine, ChatOptions, SecretFilter, sanitize_markdown
+from ragchat.core.settings import LLMSettings
 from ragchat.engine import Engine
 from ragchat.ingest.pipeline import collect
-from ragchat.llm import resolve_llm
+from ragchat.llm.providers import resolve_llm
 
 CANARY = "CANARY-7f3a9b21qz"
 ATTACKER = "http://attacker.example/?q=SECRET"

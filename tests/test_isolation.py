@@ -15,8 +15,8 @@ import pytest
 
 import hostile
 from conftest import PDFS
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import Page
 

@@ -22,9 +22,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from conftest import TEST_MODEL
 from ollama_fake import FakeOllama, hashed_embedding
 
-from ragchat.config import LLMSettings
-from ragchat.errors import BusyError, LLMError
-from ragchat.llm import (
+from ragchat.core.settings import LLMSettings
+from ragchat.core.errors import BusyError, LLMError
+from ragchat.llm.providers import (
     LLMGate,
     ResolvedLLM,
     list_ollama_models,
@@ -68,8 +68,8 @@ def builtin():
 
 
 def test_bundled_gguf_is_shipped():
-    from ragchat.config import user_cache_dir
-    from ragchat.models import model_path
+    from ragchat.core.settings import user_cache_dir
+    from ragchat.llm.models import model_path
 
     path = model_path("smollm2-135m", user_cache_dir())
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
@@ -134,7 +134,7 @@ def test_missing_gguf_file_says_what_to_set(tmp_path):
 
 
 def test_auto_picks_the_model_the_machine_calls_for():
-    from ragchat.models import AUTO_MIN_AVAILABLE_MB, AUTO_MIN_CORES, Machine, choose_builtin, explain_choice
+    from ragchat.llm.models import AUTO_MIN_AVAILABLE_MB, AUTO_MIN_CORES, Machine, choose_builtin, explain_choice
 
     assert choose_builtin(physical_cores=2, available_mb=24 * 1024) == "qwen2.5-0.5b"  # this machine
     assert choose_builtin(physical_cores=16, available_mb=32 * 1024) == "qwen2.5-1.5b"
@@ -149,7 +149,7 @@ def test_auto_picks_the_model_the_machine_calls_for():
 
 
 def test_the_machine_is_read_within_its_limits(tmp_path):
-    from ragchat.models import _cgroup_limits, machine
+    from ragchat.llm.models import _cgroup_limits, machine
 
     m = machine()
     assert 1 <= m.physical_cores <= len(os.sched_getaffinity(0)) and m.available_mb > 0
@@ -164,18 +164,18 @@ def test_the_machine_is_read_within_its_limits(tmp_path):
 
 
 def test_auto_resolves_to_an_installed_model_and_logs_the_choice_once(caplog):
-    from ragchat.models import BUILTIN_MODELS, auto_builtin, choose_builtin, machine
+    from ragchat.llm.models import BUILTIN_MODELS, auto_builtin, choose_builtin, machine
 
     settings = LLMSettings(provider="llamacpp")
     assert settings.builtin_model == "auto"  # the default
     auto_builtin.cache_clear()
-    with caplog.at_level(logging.INFO, logger="ragchat.models"):
+    with caplog.at_level(logging.INFO, logger="ragchat.llm.models"):
         first, second = resolve_llm(settings), resolve_llm(settings)
     m = machine()
     chosen = BUILTIN_MODELS[choose_builtin(m.physical_cores, m.available_mb)]
     assert first.model_name == second.model_name == chosen.file
     assert Path(first.model.path).is_file() and Path(first.model.path).stat().st_size > 50_000_000
-    lines = [r.getMessage() for r in caplog.records if r.name == "ragchat.models"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "ragchat.llm.models"]
     assert lines == [f"built-in model: {auto_builtin()[1]}"]
     assert lines[0].startswith(f"built-in model: {chosen.name} (auto: {m.physical_cores} physical core")
 

@@ -19,11 +19,11 @@ import pytest
 from ollama_fake import FakeOllama
 
 from conftest import make_settings
-from ragchat.chat import ChatEngine, ChatOptions
-from ragchat.config import LLMSettings
+from ragchat.answer.chat import ChatEngine, ChatOptions
+from ragchat.core.settings import LLMSettings
 from ragchat.engine import Engine
 from ragchat.ingest.pipeline import SourceFile
-from ragchat.llm import resolve_llm
+from ragchat.llm.providers import resolve_llm
 
 DOC = "The lighthouse keeper logs the weather at dawn. Storm warnings are raised when the barometer falls fast."
 QUESTION = "When are storm warnings raised by the lighthouse keeper?"

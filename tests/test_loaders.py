@@ -10,7 +10,7 @@ import pytest
 
 import hostile
 from conftest import PDFS, ZH_TEXT
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 from ragchat.ingest.loaders import SUPPORTED, LoadedDocument, Page, decode_text, detect_kind, load
 
 MANIFEST = list(csv.DictReader((PDFS / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))

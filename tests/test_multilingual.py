@@ -1,4 +1,4 @@
-"""The default multilingual embedder (EmbeddingGemma-300M, ragchat.gemma), for real: joined from its
+"""The default multilingual embedder (EmbeddingGemma-300M, ragchat.embed.gemma), for real: joined from its
 downloaded wheels and exported to int8 ONNX on first use (in the user's cache, once), then used through
 the engine. A Chinese question finds an English passage and an English question a Chinese one, with no
 word in common; a store built with the English MiniLM keeps it until `ragchat reindex`."""
@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from conftest import make_settings
-from ragchat import gemma
-from ragchat.config import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER
+from ragchat.embed import gemma
+from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER
 from ragchat.engine import Engine
-from ragchat.errors import RagchatError
+from ragchat.core.errors import RagchatError
 from ragchat.ingest.pipeline import collect
 
 EN = {

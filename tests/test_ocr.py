@@ -18,8 +18,8 @@ import pytest
 
 import hostile
 import samples
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import garbage_reason, load
 

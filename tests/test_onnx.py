@@ -6,8 +6,8 @@ import numpy as np
 import onnx as onnx_lib
 
 from conftest import TEST_EMBEDDER
-from ragchat.config import EmbeddingSettings
-from ragchat.embeddings import SentenceTransformerEmbedder
+from ragchat.core.settings import EmbeddingSettings
+from ragchat.embed.embedder import SentenceTransformerEmbedder
 
 TEXTS = [
     "TableFormer predicts table structure and cell bounding boxes.",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.config import IngestSettings
-from ragchat.embeddings import WordPieceTokenizer, bundled_model_path
+from ragchat.core.settings import IngestSettings
+from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 from ragchat.ingest import pdf_tables
 from ragchat.ingest.chunking import chunk_pages, find_tables
 from ragchat.ingest.isolation import IsolatedLoader

@@ -1,4 +1,4 @@
-"""The passage quoted under an answer (ragchat.quote): which sentences it picks, on their own, and
+"""The passage quoted under an answer (ragchat.answer.quote): which sentences it picks, on their own, and
 through the chat engine with a real store and embedder and an LLM whose reply is known (the fake
 Ollama server): a thin answer, an invented one, a refusal, a copied passage and a hostile document.
 Then the similarity gates: far passages are not handed to the model, and a refusal over a close
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from ollama_fake import FakeOllama
 
-from ragchat.chat import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NOT_ANSWERED, REFUSAL_EN, REFUSAL_ZH, ChatEngine
-from ragchat.config import LLMSettings
-from ragchat.grounding import UNSUPPORTED
+from ragchat.answer.chat import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NOT_ANSWERED, REFUSAL_EN, REFUSAL_ZH, ChatEngine
+from ragchat.core.settings import LLMSettings
+from ragchat.answer.grounding import UNSUPPORTED
 from ragchat.ingest.pipeline import collect
-from ragchat.llm import resolve_llm
-from ragchat.quote import markdown, passage, redundant, source, words
-from ragchat.refusal import is_refusal
+from ragchat.llm.providers import resolve_llm
+from ragchat.answer.quote import markdown, passage, redundant, source, words
+from ragchat.answer.refusal import is_refusal
 
 OTTERS = ("Kelp forests grow in cold, nutrient-rich coastal water. Sea otters eat the urchins that graze on kelp. "
           "Where otters live, the forests stay healthy. The Aleutian Islands lost most of their otters in the 1990s. "
@@ -162,7 +162,7 @@ def test_a_refusal_over_a_close_passage_gives_way_to_that_passage_and_is_never_s
 
 
 def test_the_gates_hold_only_for_the_embedder_and_languages_they_were_measured_with(engine, tmp_path):
-    from ragchat.config import ChatSettings
+    from ragchat.core.settings import ChatSettings
 
     assert ChatSettings().similarity_gates("sentence-transformers:all-MiniLM-L6-v2") == (0.5, 0.6)
     assert ChatSettings().similarity_gates("sentence-transformers:/my/model") == (-1.0, 2.0)

@@ -9,8 +9,8 @@ import pytest
 
 import hostile
 import samples
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.rendering import MAX_VIEW_PIXELS, PngCache, render_png
 

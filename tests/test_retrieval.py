@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragchat.analysis import analyze, cjk_share
+from ragchat.core.text import analyze, cjk_share
 from ragchat.store.lexical import LexicalIndex
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import child_env, make_settings
 from ragchat.engine import Engine
-from ragchat.errors import StoreError
+from ragchat.core.errors import StoreError
 from ragchat.ingest.pipeline import SourceFile, doc_id_for
 from services import Postgres, chroma_server, free_port
 

@@ -1,4 +1,4 @@
-"""The watched folder (ragchat.watch): a collection kept in step with a folder.
+"""The watched folder (ragchat.ingest.watch): a collection kept in step with a folder.
 
 - A real `ragchat watch` subprocess sees files added, changed, renamed (also into a new sub-folder)
   and deleted; it is killed with SIGKILL in the middle of a batch, more files change while it is
@@ -29,9 +29,9 @@ from conftest import make_settings
 from test_crash import cli_env
 
 from ragchat.engine import Engine
-from ragchat.errors import ConfigError
+from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import doc_id_for
-from ragchat.watch import FolderWatcher
+from ragchat.ingest.watch import FolderWatcher
 
 SETTLE_S = 0.5
 WORDS = ["harbor", "lantern", "meadow", "copper", "violin", "glacier", "orchard", "falcon", "marble", "tundra", "canyon", "willow"]

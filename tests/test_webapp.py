@@ -328,7 +328,7 @@ def test_first_run_model_picker_and_restart(launch_app):
     assert "built-in" in badge and "SmolLM2" in badge and "automatically" not in badge  # as configured
     assert notice["visible"] is True and "ollama serve" in notice["value"]
     # the model picked for this machine: the badge names it and says it was picked automatically, and why
-    from ragchat.models import BUILTIN_MODELS, auto_builtin
+    from ragchat.llm.models import BUILTIN_MODELS, auto_builtin
 
     picker, badge, notice = client.predict("builtin:auto", api_name="/models")
     assert picker["value"] == "builtin:auto" and notice["visible"] is False

@@ -119,7 +119,7 @@ def quantize(fp32: Path, int8: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     t0 = time.time()
-    # Same settings as ragchat.onnx_export.quantize_int8 (weights of MatMuls with constant B only,
+    # Same settings as ragchat.embed.onnx_export.quantize_int8 (weights of MatMuls with constant B only,
     # per-channel, reduce_range for AVX2 without VNNI).
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                      extra_options={"MatMulConstBOnly": True})

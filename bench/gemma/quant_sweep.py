@@ -5,7 +5,7 @@ on the quality sets (dense alone, one max length).
     python bench/gemma/quant_sweep.py [--onnx-dir /tmp/gemma/onnx] [--max-length 256]
 
 Variants (all weights-only on MatMuls with constant B, dynamic activations):
-  rr-pc      reduce_range=True, per-channel (what ragchat.onnx_export uses for MiniLM; = gemma.int8.onnx)
+  rr-pc      reduce_range=True, per-channel (what ragchat.embed.onnx_export uses for MiniLM; = gemma.int8.onnx)
   full-pc    reduce_range=False, per-channel (8-bit weights; safe on CPUs with VNNI, may saturate on AVX2-only)
   rr-pc-keep reduce_range=True, per-channel, first and last transformer layer and the Dense head left fp32
 """

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from ragchat.config import Settings, load_settings
-from ragchat.errors import ConfigError, RagchatError
+from ragchat.core.settings import Settings, load_settings
+from ragchat.core.errors import ConfigError, RagchatError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,7 +164,7 @@ def cmd_ingest(settings: Settings, args) -> int:
 def _ingest_through_queue(settings: Settings, files, args) -> int:
     """Shared mode: the files become jobs of the catalog's queue, which this process serves too, so
     a job outlives this command if it is killed (another process takes it over)."""
-    from ragchat.queue import QueueWorker
+    from ragchat.ingest.queue import QueueWorker
 
     width = max((len(f.source) for f in files), default=0)
     with _engine(settings) as eng:
@@ -180,7 +180,7 @@ def _ingest_through_queue(settings: Settings, files, args) -> int:
 
 
 def cmd_watch(settings: Settings, args) -> int:
-    from ragchat.watch import run_watch
+    from ragchat.ingest.watch import run_watch
 
     return run_watch(settings, args.folder, args.collection)
 
@@ -226,7 +226,7 @@ def cmd_worker(settings: Settings, args) -> int:
     import signal
     import threading
 
-    from ragchat.queue import QueueWorker
+    from ragchat.ingest.queue import QueueWorker
 
     if not settings.shared_mode:
         raise ConfigError("`ragchat worker` serves the job queue of shared mode: set shared.chroma_url and catalog_url "
@@ -252,7 +252,7 @@ def cmd_llm_server(settings: Settings, args) -> int:
     import os
     import threading
 
-    from ragchat.llm import serve_builtin
+    from ragchat.llm.providers import serve_builtin
 
     key = args.api_key or os.environ.get("RAGCHAT_LLM_SERVER_KEY") or ""
     server = serve_builtin(settings.llm, args.host, args.port, key)
@@ -265,7 +265,7 @@ def cmd_llm_server(settings: Settings, args) -> int:
 
 
 def cmd_ask(settings: Settings, args) -> int:
-    from ragchat.retrieve import Filters
+    from ragchat.retrieve.search import Filters
 
     with _engine(settings) as eng:
         answer, streamed = None, []
@@ -308,7 +308,7 @@ def cmd_eval(settings: Settings, args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     if args.answers:
-        from ragchat.answer_eval import run_answer_eval
+        from ragchat.eval.answers import run_answer_eval
 
         if args.mode:
             settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"mode": args.mode})})
@@ -316,7 +316,7 @@ def cmd_eval(settings: Settings, args) -> int:
                                limit=args.limit, details=args.details, conversation=args.conversation, files=args.files)
     if args.details or args.conversation or args.files:
         raise ConfigError("--details, --conversation and --files go with --answers")
-    from ragchat.evaluate import run_eval
+    from ragchat.eval.retrieval import run_eval
 
     return run_eval(settings, args.beir_dir, split=args.split, mode=args.mode, as_json=args.json,
                     store=args.store, limit=args.limit)

@@ -15,17 +15,17 @@ from functools import cached_property
 import logging
 from pathlib import Path
 
-from ragchat import access
-from ragchat.chat import ChatEngine, ChatOptions
-from ragchat.config import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
-from ragchat.embeddings import build_embedder
-from ragchat.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
+from ragchat.core import access
+from ragchat.answer.chat import ChatEngine, ChatOptions
+from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
+from ragchat.embed.embedder import build_embedder
+from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
-from ragchat.llm import BUILTIN, LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
-from ragchat.models import AUTO, BUILTIN_MODELS, auto_builtin, by_file
-from ragchat.queue import JobQueue
-from ragchat.retrieve import Filters, Retriever
+from ragchat.llm.providers import BUILTIN, LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
+from ragchat.llm.models import AUTO, BUILTIN_MODELS, auto_builtin, by_file
+from ragchat.ingest.queue import JobQueue
+from ragchat.retrieve.search import Filters, Retriever
 from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 from ragchat.store.lexical_follow import FollowedLexicalIndex
@@ -67,7 +67,7 @@ class Engine:
     """Embedded mode (the default): catalog, Chroma and BM25 inside the store, one process, held by
     the store lock. Shared mode (settings.shared_mode): a PostgreSQL catalog, a Chroma server, the
     originals in the store folder that every process can reach, a BM25 cache per process that
-    follows the catalog, and ingestion through the catalog's job queue (ragchat.queue); any number
+    follows the catalog, and ingestion through the catalog's job queue (ragchat.ingest.queue); any number
     of processes, no store lock."""
 
     def __init__(self, settings: Settings, *, allow_model_change: bool = False):
@@ -204,7 +204,7 @@ class Engine:
     def recover(self, on_event=None):
         """Finish ingestions a crash interrupted. In shared mode another process may be writing a
         document right now, so nothing is done here: the job queue hands a dead process's job to
-        another one (ragchat.queue)."""
+        another one (ragchat.ingest.queue)."""
         if self.shared:
             return []
         return self.ingestor.recover(on_event)

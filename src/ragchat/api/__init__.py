@@ -9,7 +9,7 @@
 Login is not handled here: ``ragchat.auth``'s middleware stands in front of these routes as in
 front of the page (a session cookie or ``Authorization: Bearer <API key>`` in team mode; open on
 loopback without users), and each route asks for the user with ``auth.current_user``, which fails
-closed. What a user may read is decided by ragchat.access, as for the page.
+closed. What a user may read is decided by ragchat.core.access, as for the page.
 """
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragchat.access import AccessError
-from ragchat.chat import Answer, ChatEvent, Source
-from ragchat.errors import BusyError, LLMError, LoadError, RagchatError
-from ragchat.retrieve import Filters
+from ragchat.core.access import AccessError
+from ragchat.answer.chat import Answer, ChatEvent, Source
+from ragchat.core.errors import BusyError, LLMError, LoadError, RagchatError
+from ragchat.retrieve.search import Filters
 
 REST_PREFIX = "/api/v1"
 OPENAI_PREFIX = "/v1"
@@ -163,7 +163,7 @@ async def _no_receive():  # pragma: no cover - a JSONResponse does not read the 
 
 def scoped_filters(engine, user: str | None, collections: Sequence[str] | None = None,
                    document_ids: Sequence[str] | None = None) -> Filters:
-    """What this user asked to search, narrowed to what they may read (ragchat.access decides)."""
+    """What this user asked to search, narrowed to what they may read (ragchat.core.access decides)."""
     chosen = Filters(collections=list(collections) if collections else None,
                      doc_ids=list(document_ids) if document_ids else None)
     return engine.filters_for(user, chosen)

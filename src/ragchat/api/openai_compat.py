@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragchat.api.common import OPENAI_PREFIX, AnswerRun, ApiError, scoped_filters, source_json
 from ragchat.auth import current_user
-from ragchat.chat import ChatOptions, MarkdownStream
+from ragchat.answer.chat import ChatOptions, MarkdownStream
 
 MODEL = "ragchat"
 

@@ -15,7 +15,7 @@
 
 Everything goes through the engine (``engine.catalog``, ``engine.retriever``, ``engine.chat``)
 and the web page's background ingestion (``ui.jobs.IngestJobs``), with the access rules of
-ragchat.access: a document another user owns answers 404, the same as one that does not exist.
+ragchat.core.access: a document another user owns answers 404, the same as one that does not exist.
 Ingestion work started here is grouped under the user (``api:<user>``), so every client of a user
 can follow it. Answers are not saved as conversations (the page's conversations stay the page's).
 """
@@ -34,10 +34,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ragchat import access
+from ragchat.core import access
 from ragchat.api.common import REST_PREFIX, AnswerRun, ApiError, answer_json, scoped_filters, source_json
 from ragchat.auth import current_user
-from ragchat.chat import ChatOptions, MarkdownStream
+from ragchat.answer.chat import ChatOptions, MarkdownStream
 from ragchat.ingest.pipeline import safe_name
 
 MAX_FILES = 50  # per upload request

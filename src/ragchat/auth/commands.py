@@ -22,11 +22,11 @@ from argon2 import PasswordHasher
 
 from ragchat.auth.keys import create_key, list_keys, revoke_key
 from ragchat.auth.users import AuthError, add_user, check_name, list_users, remove_user, set_password, user_count
-from ragchat.errors import ConfigError
+from ragchat.core.errors import ConfigError
 from ragchat.store.catalog import Catalog
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.config import Settings
+    from ragchat.core.settings import Settings
 
 
 def read_password(args, env: Mapping[str, str], prompt: Callable[[str], str] | None, stdin_tty: bool) -> str:

@@ -5,7 +5,7 @@ A key reads ``rck_<id>_<secret>``. The id is public (``ragchat users key list`` 
 catalog keeps only the SHA-256 of the whole key (a slow password hash buys nothing for a random
 secret of that length, and every API request checks one). A request sends the key as
 ``Authorization: Bearer rck_...`` and then acts as the key's user, with the same access rules as
-that user's web session (ragchat.access).
+that user's web session (ragchat.core.access).
 
 A key dies when it is revoked or its user is removed. Left out: expiry dates and scopes (a key can
 do what its user can do).

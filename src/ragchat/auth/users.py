@@ -19,8 +19,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select
 
-from ragchat.access import valid_user_name
-from ragchat.errors import RagchatError
+from ragchat.core.access import valid_user_name
+from ragchat.core.errors import RagchatError
 from ragchat.store.catalog import ApiKey, Catalog, User
 
 MIN_PASSWORD = 8

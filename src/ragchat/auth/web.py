@@ -41,11 +41,11 @@ from starlette.requests import Request
 from ragchat.auth.keys import user_for_key
 from ragchat.auth.sessions import SESSION_COOKIE, SESSION_TTL_S, LoginThrottle, issue_token, password_fingerprint, read_token
 from ragchat.auth.users import authenticate, password_hash_of, user_count
-from ragchat.errors import ConfigError
+from ragchat.core.errors import ConfigError
 from ragchat.store.catalog import Catalog
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.config import Settings
+    from ragchat.core.settings import Settings
 
 LOGIN_BODY_LIMIT = 16 * 1024
 PUBLIC_PATHS = frozenset({

@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 
 
 def epub_pages(path: Path) -> list[tuple[int, str]]:

@@ -31,8 +31,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.loaders import LoadedDocument
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 
 SUPPORTED = (
     "ragchat reads PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), CSV, EPUB, e-mail (.eml), "

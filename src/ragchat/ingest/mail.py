@@ -14,7 +14,7 @@ from email import policy
 from email.parser import BytesParser
 from email.message import EmailMessage
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 
 HEADERS = ("Subject", "From", "To", "Cc", "Date")
 

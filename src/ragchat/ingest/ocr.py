@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 
 LANGUAGES = ("eng", "chi_sim")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own bomb threshold (about 0.25 GB of RGBA): a 600 dpi A2 scan fits

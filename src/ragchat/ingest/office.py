@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 
 MAX_SHEET_CELLS = 2_000_000  # per workbook; a hostile sheet can claim a million rows of nothing
 

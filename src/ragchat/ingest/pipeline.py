@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ragchat.access import owned_collection
-from ragchat.analysis import analyze
-from ragchat.errors import LoadError
+from ragchat.core.access import owned_collection
+from ragchat.core.text import analyze
+from ragchat.core.errors import LoadError
 from ragchat.ingest.chunking import Chunk, chunk_id, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.store.catalog import Catalog, DocInfo

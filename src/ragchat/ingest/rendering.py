@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ragchat.errors import LoadError
+from ragchat.core.errors import LoadError
 from ragchat.ingest.ocr import OCR_MAX_PIXELS
 
 OCR_DPI = 300  # what Tesseract is trained for; 200 read the shared scanned pages the same, 12 % faster

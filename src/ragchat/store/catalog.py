@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from ragchat.errors import StoreError
+from ragchat.core.errors import StoreError
 from ragchat.ingest.chunking import Chunk
 
 
@@ -167,7 +167,7 @@ class Change(Base):
 
 
 class JobRow(Base):
-    """The ingestion queue of shared mode (ragchat.queue): any server or worker process may take a job."""
+    """The ingestion queue of shared mode (ragchat.ingest.queue): any server or worker process may take a job."""
 
     __tablename__ = "jobs"
 
@@ -484,7 +484,7 @@ class Catalog:
     def _invalidate(self) -> None:
         self._searchable = None
 
-    # ---- the ingestion queue of shared mode (ragchat.queue runs the jobs) ---------------------------
+    # ---- the ingestion queue of shared mode (ragchat.ingest.queue runs the jobs) ---------------------------
 
     def enqueue_job(self, *, kind: str, doc_id: str, collection: str, source: str, owner: str | None,
                     path: str | None = None, password: str | None = None, force: bool = False,

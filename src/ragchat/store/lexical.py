@@ -1,6 +1,6 @@
 """The BM25 index: a Tantivy index in its own folder beside Chroma, updated incrementally.
 
-Text is turned into terms by `ragchat.analysis` (stemming, stop words, Chinese word segmentation)
+Text is turned into terms by `ragchat.core.text` (stemming, stop words, Chinese word segmentation)
 and stored space-separated, so Tantivy only splits on whitespace; it ranks with BM25 (k1 = 1.2,
 b = 0.75). A query is a disjunction of its terms, which Tantivy answers with block-max WAND: it
 skips the postings that cannot reach the top k, so a query costs milliseconds at a million chunks
@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 
 import tantivy
 
-from ragchat.analysis import analyze
+from ragchat.core.text import analyze
 
 LEXICAL_FORMAT = "tantivy-1"  # bump to rebuild every BM25 index (and shared mode's caches) from the catalog
 _WRITER_HEAP = 64_000_000  # bytes of indexing buffer; the writer flushes a segment when it is full

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from langchain_core.embeddings import Embeddings
 
-from ragchat.errors import StoreError
+from ragchat.core.errors import StoreError
 
 COLLECTION = "chunks"
 

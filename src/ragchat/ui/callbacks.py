@@ -10,7 +10,7 @@ on screen (by chatbot index) and the sources in the panel. Conversations themsel
 catalog, so they survive restarts and two tabs never share an unsaved history.
 
 The signed-in user (``request.username`` once login is configured) owns the conversations and
-uploads of a session. What they may see is decided by ``ragchat.access`` (through ``visible`` and
+uploads of a session. What they may see is decided by ``ragchat.core.access`` (through ``visible`` and
 ``engine.filters_for``), never here.
 """
 
@@ -26,12 +26,12 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from ragchat import access
-from ragchat.chat import ChatOptions, cite
-from ragchat.errors import RagchatError
-from ragchat.retrieve import Filters
+from ragchat.core import access
+from ragchat.answer.chat import ChatOptions, cite
+from ragchat.core.errors import RagchatError
+from ragchat.retrieve.search import Filters
 from ragchat.ui import pageview, render
-from ragchat.ui.jobs import IngestJobs
+from ragchat.ingest.jobs import IngestJobs
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,12 @@ class WebApp:
         self.engine = engine
         self.settings = engine.settings
         self.jobs = jobs or IngestJobs(engine)
-        self.watchers = None  # ragchat.watch.Watchers when the server watches folders (server.build_app)
+        self.watchers = None  # ragchat.ingest.watch.Watchers when the server watches folders (server.build_app)
 
     # ==== documents ============================================================================
 
     def visible(self, request: gr.Request | None) -> list:
-        """Documents this person may see: shared ones and their own private ones (ragchat.access)."""
+        """Documents this person may see: shared ones and their own private ones (ragchat.core.access)."""
         return access.visible_documents(self.engine.catalog, user_of(request))
 
     def document_choices(self, docs) -> list[tuple[str, str]]:

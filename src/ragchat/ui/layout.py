@@ -177,7 +177,7 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
         reindex_btn.click(app.reindex_documents, [picked], [progress, timer], api_name="reindex_documents")
         rebuild_btn.click(app.rebuild_index, None, [progress, timer], api_name="rebuild_index")
         refresh_btn.click(app.library_view, [picked], library_outputs, api_name="library")
-        if app.watchers is not None:  # the library follows what the watched folders do (ragchat.watch)
+        if app.watchers is not None:  # the library follows what the watched folders do (ragchat.ingest.watch)
             seen = gr.State(-1)
             gr.Timer(2.0).tick(app.watch_tick, [picked, seen], [*library_outputs, seen], api_visibility="private",
                                show_progress="hidden", concurrency_limit=None)

@@ -21,8 +21,8 @@ import logging
 import threading
 from pathlib import Path
 
-from ragchat.config import IngestSettings
-from ragchat.errors import LoadError
+from ragchat.core.settings import IngestSettings
+from ragchat.core.errors import LoadError
 from ragchat.ingest.boxes import Rect, aligned_rects, word_rects
 from ragchat.ingest.rendering import PngCache
 

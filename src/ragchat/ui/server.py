@@ -46,9 +46,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ragchat import auth
 from ragchat.api import install_api
-from ragchat.queue import QueueWorker
-from ragchat.config import Settings
-from ragchat.errors import LoadError
+from ragchat.ingest.queue import QueueWorker
+from ragchat.core.settings import Settings
+from ragchat.core.errors import LoadError
 from ragchat.ui.pageview import DEFAULT_WIDTH, PageViews, has_page_image
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ _DOC_ID = re.compile(r"[0-9a-f]{32}")
 
 def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None, watchers=None):
     """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine.
-    With a warmup, the page shows its progress; with watchers (ragchat.watch.Watchers), the
+    With a warmup, the page shows its progress; with watchers (ragchat.ingest.watch.Watchers), the
     library shows the progress of the files they sync."""
     import gradio as gr
 
     from ragchat.ui.callbacks import WebApp
-    from ragchat.ui.jobs import IngestJobs
+    from ragchat.ingest.jobs import IngestJobs
     from ragchat.ui.layout import build_blocks
     from ragchat.ui.style import CSS, HEAD, theme
 
@@ -152,10 +152,10 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
 
 
 def can_read(request, info) -> bool:
-    """Whether this request may read a document's original (ragchat.access decides). Without login
+    """Whether this request may read a document's original (ragchat.core.access decides). Without login
     there is no user and only shared documents are served; the login middleware (ragchat.auth)
     puts the signed-in user in ``request.state.user``."""
-    from ragchat import access
+    from ragchat.core import access
 
     return access.can_read(info, getattr(request.state, "user", None))
 
@@ -168,14 +168,14 @@ class Warmup:
     def __init__(self, engine, then=None):
         self.engine = engine
         self.state = "loading"
-        self.first_start = False  # the multilingual embedder is being prepared (ragchat.gemma), once per user
+        self.first_start = False  # the multilingual embedder is being prepared (ragchat.embed.gemma), once per user
         self.then = then  # called once ready and recovered (starts the watched folders)
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="ragchat-warmup", daemon=True).start()
 
     def _run(self) -> None:
-        from ragchat.analysis import analyze
+        from ragchat.core.text import analyze
 
         engine = self.engine
         try:
@@ -212,8 +212,8 @@ def serve(settings: Settings) -> None:
             print(f"ragchat: note: {note}", file=sys.stderr, flush=True)
         worker = QueueWorker(engine).start() if engine.shared and settings.shared.worker else None
         # Watched folders (settings.watch.folders) start once the models are loaded and crashed
-        # ingestions recovered; their progress shows in the library (ragchat.watch).
-        from ragchat.watch import Watchers
+        # ingestions recovered; their progress shows in the library (ragchat.ingest.watch).
+        from ragchat.ingest.watch import Watchers
 
         watchers = Watchers(engine, settings.watch) if settings.watch.folders else None
         warmup = Warmup(engine, then=watchers.start if watchers else None)

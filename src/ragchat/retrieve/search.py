@@ -18,8 +18,8 @@ from typing import Sequence
 
 from sqlalchemy import select
 
-from ragchat.analysis import analyze, cjk_share, question_terms
-from ragchat.config import RetrievalSettings
+from ragchat.core.text import analyze, cjk_share, question_terms
+from ragchat.core.settings import RetrievalSettings
 from ragchat.store.catalog import Catalog, ChunkRow, Document
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex

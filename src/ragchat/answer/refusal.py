@@ -9,7 +9,7 @@ the date" counts as a refusal too. It leaves out any model-based judgement and o
 
 from __future__ import annotations
 
-from ragchat.replies import FIXED
+from ragchat.answer.replies import FIXED
 
 REFUSAL_PHRASES_EN = (
     "not find", "couldn't find", "can't find", "cannot find", "unable to find",

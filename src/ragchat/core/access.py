@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Sequence
 
-from ragchat.errors import RagchatError
+from ragchat.core.errors import RagchatError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.retrieve import Filters
+    from ragchat.retrieve.search import Filters
     from ragchat.store.catalog import Catalog, DocInfo
 
 PRIVATE_PREFIX = "~"
@@ -120,7 +120,7 @@ def readable_collections(catalog: "Catalog", user: str | None) -> list[str]:
 def scope_filters(catalog: "Catalog", user: str | None, filters: "Filters | None" = None) -> "Filters":
     """The filters narrowed to what the user may read. Collections the user asked for but may not
     read are dropped silently (an empty list finds nothing)."""
-    from ragchat.retrieve import Filters
+    from ragchat.retrieve.search import Filters
 
     filters = filters or Filters()
     allowed = readable_collections(catalog, user)

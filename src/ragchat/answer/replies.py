@@ -7,7 +7,7 @@ the model is told to use. ``refusal.is_refusal`` recognises every one of them.
 
 from __future__ import annotations
 
-from ragchat.analysis import cjk_share
+from ragchat.core.text import cjk_share
 
 NO_DOCUMENTS = (
     "There are no documents to search yet. Drop PDF, Word, PowerPoint, Excel, CSV, EPUB, e-mail, image, "

@@ -40,8 +40,8 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 
-from ragchat.access import check_collection_name
-from ragchat.errors import ConfigError
+from ragchat.core.access import check_collection_name
+from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import (
     SUPPORTED_SUFFIXES,
     FileEvent,

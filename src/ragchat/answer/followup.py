@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ragchat.analysis import analyze, cjk_share, question_terms
-from ragchat.refusal import is_refusal
+from ragchat.core.text import analyze, cjk_share, question_terms
+from ragchat.answer.refusal import is_refusal
 
 _EN_OPENERS = re.compile(
     r"^\s*(and|also|then|so|but|or|plus|what about|how about|what of|same for|and what|and how|why not|"

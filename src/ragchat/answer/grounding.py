@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from ragchat.analysis import analyze
-from ragchat.replies import chinese
+from ragchat.core.text import analyze
+from ragchat.answer.replies import chinese
 
 UNSUPPORTED = "[not supported by the documents]"
 UNSUPPORTED_ZH = "[资料中没有依据]"  # the mark of a Chinese sentence
@@ -99,7 +99,7 @@ def check(text: str, sources: Sequence, threshold: float = THRESHOLD, question: 
     """The answer with its citations checked (moved, removed, or the sentence marked UNSUPPORTED),
     and a verdict for each sentence. ``sources``: objects with ``id`` and ``text``; the numbers of
     ``question`` need not be in a source."""
-    from ragchat.refusal import is_refusal
+    from ragchat.answer.refusal import is_refusal
 
     text = _MARKS_AFTER_END.sub(lambda m: " " + m.group(2) + m.group(1), text)  # "end. [1]" -> "end [1]."
     by_id = {s.id: s for s in sources}

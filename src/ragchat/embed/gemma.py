@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ragchat.errors import RagchatError
+from ragchat.core.errors import RagchatError
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def ensure_onnx(cache_dir: Path) -> Path:
         if target.is_file():
             return target
         log.warning("preparing the multilingual embedder, once for this account: converting it to ONNX int8")
-        cmd = [sys.executable, "-m", "ragchat.gemma", str(model), str(target)]
+        cmd = [sys.executable, "-m", "ragchat.embed.gemma", str(model), str(target)]
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode != 0 or not target.is_file():
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -148,7 +148,7 @@ def _session(path: Path, threads: int = 0):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ragchat.onnx_export
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as ragchat.embed.onnx_export
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -267,7 +267,7 @@ def export(model: Path, target: Path) -> None:
                                             "sentence_embedding": {0: "batch"}},
                               opset_version=17, dynamo=False)
         check(fp32, _FP32_COSINE)
-        # As ragchat.onnx_export.quantize_int8: int8 weights of the MatMuls with constant weights (and
+        # As ragchat.embed.onnx_export.quantize_int8: int8 weights of the MatMuls with constant weights (and
         # the embedding table), per channel, 7-bit range for AVX2 CPUs without VNNI.
         quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          extra_options={"MatMulConstBOnly": True})
@@ -279,7 +279,7 @@ def export(model: Path, target: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m ragchat.gemma MODEL_DIR TARGET_ONNX: export, check and quantize (ensure_onnx runs it)."""
+    """python -m ragchat.embed.gemma MODEL_DIR TARGET_ONNX: export, check and quantize (ensure_onnx runs it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2:
         print(main.__doc__, file=sys.stderr)

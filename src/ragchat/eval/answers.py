@@ -41,12 +41,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ragchat.config import Settings
-from ragchat.errors import RagchatError
-from ragchat.evaluate import EVAL_COLLECTION, iter_corpus, load_qrels
-from ragchat.followup import strip_markers, without_quotes
-from ragchat.refusal import is_refusal
-from ragchat.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
+from ragchat.core.settings import Settings
+from ragchat.core.errors import RagchatError
+from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus, load_qrels
+from ragchat.answer.followup import strip_markers, without_quotes
+from ragchat.answer.refusal import is_refusal
+from ragchat.answer.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
 
 ROUGE_THRESHOLD = 0.5
 SEED = 0
@@ -375,7 +375,7 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
                     conversation: bool = False, files: Path | None = None) -> int:
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import collect
-    from ragchat.retrieve import Filters
+    from ragchat.retrieve.search import Filters
 
     questions = sample(load_questions(beir_dir, split, files=files is not None), limit)
     filters = Filters(collections=[EVAL_COLLECTION])

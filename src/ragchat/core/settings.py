@@ -22,11 +22,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ragchat.errors import ConfigError
+from ragchat.core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"  # English only; the default until issue 19
-MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.gemma)
+MULTILINGUAL_EMBEDDER = "embeddinggemma-300m"  # bundled, Chinese and English (ragchat.embed.gemma)
 # retrieval.lexical_weight ("auto"): BM25's weight beside each bundled embedder's ranking. EmbeddingGemma's
 # ranking is the stronger one: 0.3 was best or tied on nDCG@10 on all five sets (docs/RETRIEVAL.md).
 AUTO_LEXICAL_WEIGHT = {
@@ -306,7 +306,7 @@ class SharedSettings(_Section):
 
 
 class WatchFolder(_Section):
-    path: Path = Field(description="A folder to keep in step with a collection (ragchat.watch).")
+    path: Path = Field(description="A folder to keep in step with a collection (ragchat.ingest.watch).")
     collection: str = Field("", description="The collection that mirrors the folder; empty means the folder's name.")
 
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ragchat.config import Settings
-from ragchat.errors import RagchatError
+from ragchat.core.settings import Settings
+from ragchat.core.errors import RagchatError
 
 EVAL_COLLECTION = "beir"
 
