@@ -25,6 +25,7 @@ from ragchat.ingest.pipeline import Ingestor
 from ragchat.llm.providers import BUILTIN, LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
 from ragchat.llm.models import AUTO, BUILTIN_MODELS, auto_builtin, by_file
 from ragchat.ingest.queue import JobQueue
+from ragchat.retrieve import scope
 from ragchat.retrieve.search import Filters, Retriever
 from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
@@ -234,11 +235,11 @@ class Engine:
 
     def allowed_collections(self, user: str | None) -> list[str]:
         """The collections this user may search: shared ones and their own private ones (see access.py)."""
-        return access.readable_collections(self.catalog, user)
+        return scope.readable_collections(self.catalog, user)
 
     def filters_for(self, user: str | None, filters: Filters | None = None) -> Filters:
         """filters narrowed to what the user may read; pass the result to retrieval and chat."""
-        return access.scope_filters(self.catalog, user, filters)
+        return scope.scope_filters(self.catalog, user, filters)
 
     def llm_for(self, options: ChatOptions) -> ResolvedLLM:
         llm_settings, override = self._llm_choice(options.model)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ragchat.core import access
+from ragchat.retrieve import scope
 from ragchat.api.common import REST_PREFIX, AnswerRun, ApiError, answer_json, scoped_filters, source_json
 from ragchat.auth import current_user
 from ragchat.answer.chat import ChatOptions, MarkdownStream
@@ -94,7 +95,7 @@ def rest_router(engine, jobs) -> APIRouter:
 
     @router.get("/collections", summary="Collections you may search")
     def collections(user: str | None = Depends(current_user)):
-        docs = access.visible_documents(engine.catalog, user)
+        docs = scope.visible_documents(engine.catalog, user)
         counts: dict[str, int] = {}
         for d in docs:
             counts[d.collection] = counts.get(d.collection, 0) + 1
@@ -104,7 +105,7 @@ def rest_router(engine, jobs) -> APIRouter:
     @router.get("/documents", summary="Documents you may see")
     def list_documents(collection: str | None = Query(None, description="Only this collection."),
                        user: str | None = Depends(current_user)):
-        docs = access.visible_documents(engine.catalog, user)
+        docs = scope.visible_documents(engine.catalog, user)
         return {"documents": [d.summary() for d in docs if collection is None or d.collection == collection]}
 
     @router.post("/documents", status_code=202, summary="Upload files (multipart) to ingest in the background")

@@ -11,7 +11,7 @@ Naming rule (the whole policy lives here):
   with the same name never overwrite each other's document (document ids are derived from the
   collection and the source name).
 - A signed-in user may **search** every shared collection and their own private ones
-  (``readable_collections``). Retrieval applies that list inside both indexes
+  (``ragchat.retrieve.scope.readable_collections``). Retrieval applies that list inside both indexes
   (``Filters(collections=...)``), so another user's chunks are never even candidates.
 - Without login (``user`` is None) only shared collections are readable.
 
@@ -22,13 +22,12 @@ choice, see ``auth.is_admin``), per-collection sharing between some users, and g
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from ragchat.core.errors import RagchatError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.retrieve.search import Filters
-    from ragchat.store.catalog import Catalog, DocInfo
+    from ragchat.store.catalog import DocInfo
 
 PRIVATE_PREFIX = "~"
 DEFAULT_PRIVATE = "private"
@@ -110,25 +109,3 @@ def can_read(info: "DocInfo", user: str | None) -> bool:
     if info.owner is not None and info.owner != user:
         return False
     return can_read_collection(info.collection, user)
-
-
-def readable_collections(catalog: "Catalog", user: str | None) -> list[str]:
-    """Every collection this user may search: the shared ones and their own private ones."""
-    return [c for c in catalog.collections() if can_read_collection(c, user)]
-
-
-def scope_filters(catalog: "Catalog", user: str | None, filters: "Filters | None" = None) -> "Filters":
-    """The filters narrowed to what the user may read. Collections the user asked for but may not
-    read are dropped silently (an empty list finds nothing)."""
-    from ragchat.retrieve.search import Filters
-
-    filters = filters or Filters()
-    allowed = readable_collections(catalog, user)
-    if filters.collections is not None:
-        wanted = set(filters.collections)
-        allowed = [c for c in allowed if c in wanted]
-    return Filters(collections=allowed, doc_ids=filters.doc_ids)
-
-
-def visible_documents(catalog: "Catalog", user: str | None, docs: Sequence["DocInfo"] | None = None) -> list["DocInfo"]:
-    return [d for d in (catalog.documents() if docs is None else docs) if can_read(d, user)]

@@ -23,6 +23,7 @@ import httpx
 from langchain_core.embeddings import Embeddings
 
 from ragchat.embed import gemma
+from ragchat.embed.onnx_export import load_onnx_encoder
 from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, EmbeddingSettings
 from ragchat.core.errors import ConfigError, RagchatError
 
@@ -118,8 +119,6 @@ class SentenceTransformerEmbedder(_Embedder):
 
     def _onnx_model(self):
         """ONNX Runtime (exported into the store's cache on first use); no torch at run time."""
-        from ragchat.embed.onnx_export import load_onnx_encoder
-
         with self._lock:
             try:
                 return load_onnx_encoder(self.path, self.cache_dir, quantized=self.settings.backend == "onnx-int8")

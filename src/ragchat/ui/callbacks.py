@@ -29,6 +29,7 @@ import gradio as gr
 from ragchat.core import access
 from ragchat.answer.chat import ChatOptions, cite
 from ragchat.core.errors import RagchatError
+from ragchat.retrieve import scope
 from ragchat.retrieve.search import Filters
 from ragchat.ui import pageview, render
 from ragchat.ingest.jobs import IngestJobs
@@ -77,7 +78,7 @@ class WebApp:
 
     def visible(self, request: gr.Request | None) -> list:
         """Documents this person may see: shared ones and their own private ones (ragchat.core.access)."""
-        return access.visible_documents(self.engine.catalog, user_of(request))
+        return scope.visible_documents(self.engine.catalog, user_of(request))
 
     def document_choices(self, docs) -> list[tuple[str, str]]:
         return [(f"{d.source}  ·  {d.collection}", d.id) for d in docs]
