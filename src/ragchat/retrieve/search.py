@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from ragchat.core.text import analyze, cjk_share, question_terms
 from ragchat.core.settings import RetrievalSettings
+from ragchat.retrieve.fusion import fuse
 from ragchat.store.catalog import Catalog, ChunkRow, Document
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
@@ -125,7 +126,7 @@ class Retriever:
             weights["dense"] = 0.0
         elif self.settings.adaptive_lexical and weights["dense"] > 0:
             weights["lexical"] *= self._lexical_confidence(qterms, lexical)
-        fused = self._fuse(dense, lexical, weights)
+        fused = fuse(dense, lexical, self.settings.fusion, self.settings.rrf_k, weights)
         top = sorted(fused, key=fused.get, reverse=True)[:k]
 
         dmap = {h.chunk_id: h.score for h in dense}
@@ -176,24 +177,6 @@ class Retriever:
         rows = self._rows([h.chunk_id for h in lexical[:3]])
         best = max((len(qterms & set(analyze(c.text))) / len(qterms) for c, _ in rows.values()), default=0.0)
         return min(1.0, best / self.settings.min_term_coverage) if self.settings.min_term_coverage else 1.0
-
-    def _fuse(self, dense: list, lexical: list, weights: dict[str, float]) -> dict[str, float]:
-        fused: dict[str, float] = {}
-        for name, ranking in (("dense", dense), ("lexical", lexical)):
-            w = weights[name]
-            if not ranking:
-                continue
-            if self.settings.fusion == "rrf":
-                scores = [w / (self.settings.rrf_k + rank + 1) for rank in range(len(ranking))]
-            else:  # convex: min-max normalise within this ranking, then weight
-                hi, lo = ranking[0].score, ranking[-1].score
-                scores = [w * ((h.score - lo) / (hi - lo) if hi > lo else 1.0) for h in ranking]
-            for h, sc in zip(ranking, scores):
-                fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + sc
-        # A ranking with zero weight still breaks ties and fills in when the other finds too little.
-        for rank, h in enumerate(dense if weights["dense"] == 0 else []):
-            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1e-9 / (rank + 1)
-        return fused
 
     def _dense(self, vec, n: int, filters: Filters):
         """Dense hits under the filters. A Chroma metadata filter scans the metadata on every query
