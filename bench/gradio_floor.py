@@ -28,12 +28,13 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+
+from common import free_port
 
 SERVER = r"""
 import sys, gradio as gr
@@ -47,12 +48,6 @@ with gr.Blocks() as demo:
     button.click(ask, [box, chatbot], [chatbot, state], api_name="ask")
 demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def roundtrips(events: int) -> tuple[list[float], list[float]]:

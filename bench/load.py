@@ -40,7 +40,6 @@ import argparse
 import ipaddress
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,8 @@ import urllib.parse
 from collections import Counter
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+
+from common import free_port
 
 QUESTIONS = [
     "What is this document about?",
@@ -179,9 +180,7 @@ class LaunchedApp:
     def __init__(self, corpus: list[Path], max_answer_tokens: int):
         self.dir = Path(tempfile.mkdtemp(prefix="ragchat-load-"))
         self.store = self.dir / "store"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
         self.env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__MAX_ANSWER_TOKENS": str(max_answer_tokens),
                          "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",

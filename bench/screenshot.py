@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -33,10 +34,8 @@ def main() -> None:
     import httpx
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
         env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
         server = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "serve", "--store", f"{tmp}/store",

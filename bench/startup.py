@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -54,14 +55,8 @@ def build_store(store: Path, backend: str | None) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def one_start(store: Path, backend: str | None, timeout: float) -> dict:
-    port = _free_port()
+    port = free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py", "--store", str(store), "--port", str(port)], cwd=ROOT,
                             env=_env(backend), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -38,7 +38,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import time
 import unicodedata
 import urllib.request
 from pathlib import Path
+
+from common import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -74,12 +75,6 @@ QUESTIONS = [
     "Llama 3 有多少参数？",
     "How is the question encoder trained?",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings_for(store: Path, backend: str | None):
