@@ -78,7 +78,7 @@ def child(name: str, threads: int, prompts: int) -> None:
     import httpx
 
     from ragchat.core.settings import user_cache_dir
-    from ragchat.llm.providers import BuiltinServer
+    from ragchat.llm.builtin import BuiltinServer
     from ragchat.llm.models import model_path
 
     t0 = time.perf_counter()

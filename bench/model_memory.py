@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
 
 from ragchat.core.settings import LLMSettings  # noqa: E402
-from ragchat.llm.providers import resolve_llm, stream_text  # noqa: E402
+from ragchat.llm.providers import resolve_llm  # noqa: E402
+from ragchat.llm.streaming import stream_text  # noqa: E402
 
 llm = resolve_llm(LLMSettings(provider="llamacpp", builtin_model=sys.argv[1], max_answer_tokens=32))
 "".join(stream_text(llm, [SystemMessage("Answer shortly."), HumanMessage("What is the capital of France? " * 20)], 120))

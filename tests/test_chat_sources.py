@@ -18,7 +18,8 @@ from ragchat.answer.chat import AUTO_SOURCE_TOKENS, SOURCES_BEGIN, SOURCES_END, 
 from ragchat.core.settings import LLMSettings, load_settings
 from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import collect
-from ragchat.llm.providers import estimate_tokens, resolve_llm
+from ragchat.llm.chat_model import estimate_tokens
+from ragchat.llm.providers import resolve_llm
 
 CHUNK = (
     "Table recognition has a long history in document analysis. Early systems used hand-written rules "
@@ -194,7 +195,7 @@ def test_the_system_prompt_is_read_once_then_kept_in_the_cache(builtin):
     the same question asked twice in a row gets the same greedy answer."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from ragchat.llm.providers import stream_text
+    from ragchat.llm.streaming import stream_text
 
     system = "You answer in one short sentence, in plain English, without lists. " * 3
     ask = lambda q: "".join(stream_text(builtin, [SystemMessage(system), HumanMessage(q)], 120))  # noqa: E731

@@ -22,7 +22,7 @@ from ragchat.answer.chat import ChatEngine, ChatOptions
 from ragchat.engine import Engine
 from ragchat.core.errors import BusyError
 from ragchat.ingest.pipeline import collect
-from ragchat.llm.providers import LLMGate
+from ragchat.llm.gate import LLMGate
 
 TOPICS = {
     "bees.txt": "Honey bees dance to tell the hive where flowers are. The waggle dance encodes direction and distance.",

@@ -24,13 +24,10 @@ from ollama_fake import FakeOllama, hashed_embedding
 
 from ragchat.core.settings import LLMSettings
 from ragchat.core.errors import BusyError, LLMError
-from ragchat.llm.providers import (
-    LLMGate,
-    ResolvedLLM,
-    list_ollama_models,
-    resolve_llm,
-    stream_text,
-)
+from ragchat.llm.chat_model import ResolvedLLM
+from ragchat.llm.gate import LLMGate
+from ragchat.llm.providers import list_ollama_models, resolve_llm
+from ragchat.llm.streaming import stream_text
 
 QUESTION = [
     SystemMessage("You answer in one short sentence."),

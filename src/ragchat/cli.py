@@ -252,7 +252,7 @@ def cmd_llm_server(settings: Settings, args) -> int:
     import os
     import threading
 
-    from ragchat.llm.providers import serve_builtin
+    from ragchat.llm.builtin import serve_builtin
 
     key = args.api_key or os.environ.get("RAGCHAT_LLM_SERVER_KEY") or ""
     server = serve_builtin(settings.llm, args.host, args.port, key)

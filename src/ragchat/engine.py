@@ -22,7 +22,9 @@ from ragchat.embed.embedder import build_embedder
 from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.pipeline import Ingestor
-from ragchat.llm.providers import BUILTIN, LLMGate, ResolvedLLM, list_ollama_models, resolve_llm, unreachable_openai_servers
+from ragchat.llm.chat_model import ResolvedLLM
+from ragchat.llm.gate import LLMGate
+from ragchat.llm.providers import BUILTIN, list_ollama_models, resolve_llm, unreachable_openai_servers
 from ragchat.llm.models import AUTO, BUILTIN_MODELS, auto_builtin, by_file
 from ragchat.ingest.queue import JobQueue
 from ragchat.retrieve import scope

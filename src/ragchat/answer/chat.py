@@ -36,7 +36,9 @@ from ragchat.answer import quote
 from ragchat.core.text import CLAUSE_END, SENTENCE_END, WORD, analyze, asks_for_number, has_number
 from ragchat.core.settings import ChatSettings
 from ragchat.core.errors import BusyError, LLMError, RagchatError
-from ragchat.llm.providers import LLMGate, ResolvedLLM, stream_text
+from ragchat.llm.chat_model import ResolvedLLM
+from ragchat.llm.gate import LLMGate
+from ragchat.llm.streaming import stream_text
 from ragchat.answer.refusal import is_refusal
 from ragchat.answer.replies import (  # noqa: F401 (NOT_ANSWERED, CLOSEST_PASSAGE...: the names callers use)
     CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NO_DOCUMENTS, NO_DOCUMENTS_ZH, NOT_ANSWERED, NOT_ANSWERED_ZH, NOT_FOUND,

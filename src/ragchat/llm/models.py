@@ -11,7 +11,7 @@ virtual environments the way pip's own cache does.
 ``machine()``): the 1.5B model where it starts answering within the first-token goal, the 0.5B one
 elsewhere.
 
-This module only finds, checks and chooses files; loading and running a model is ``llm.py``'s job.
+This module only finds, checks and chooses files; loading and running a model is ``builtin.py``'s job.
 """
 
 from __future__ import annotations
