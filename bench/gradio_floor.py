@@ -106,7 +106,7 @@ def update_cost(updates: int) -> tuple[float, float, float]:
         seven, two = gr.Button(), gr.Button()
         seven.click(lambda: None, None, [message, chatbot, state, sources, conversations, badge, notice])
         two.click(lambda: None, None, [chatbot, state])
-    from ragchat.ui.callbacks import _Frame
+    from ragchat.ui.chat import _Frame
 
     shown = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "An answer that streams ▍"}]
     skip = gr.skip()

@@ -211,7 +211,8 @@ def test_the_system_prompt_is_read_once_then_kept_in_the_cache(builtin):
 
 
 def test_pump_starts_the_stream_at_once_and_ticks_while_it_is_silent():
-    from ragchat.ui.callbacks import STOP_TICK_S, _Pump
+    from ragchat.core.streams import BackgroundIterator as _Pump
+    from ragchat.ui.chat import STOP_TICK_S
 
     started, release = threading.Event(), threading.Event()
 
@@ -233,7 +234,7 @@ def test_streamed_updates_send_set_outputs_again_instead_of_skipping_them():
     plain values (an empty diff for the page), and the textbox is only ever set once."""
     import gradio as gr
 
-    from ragchat.ui.callbacks import _Frame
+    from ragchat.ui.chat import _Frame
 
     skip = gr.skip()
     state = {"cid": "c1"}

@@ -289,7 +289,7 @@ def test_rendered_pages_are_cached_within_a_budget(app):
 
 
 def test_the_viewer_shows_the_page_picture_for_pdfs_and_text_for_the_rest(app):
-    from ragchat.ui.callbacks import new_state
+    from ragchat.ui.session import new_state
 
     engine, webapp, docs = app["engine"], app["app"].state.webapp, app["docs"]
     chunk = chunk_with(engine, docs["mineru__scanned.pdf"].id, "交换价值首先表现为量的关系")

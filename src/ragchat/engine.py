@@ -16,11 +16,14 @@ import logging
 from pathlib import Path
 
 from ragchat.core import access
-from ragchat.answer.chat import ChatEngine, ChatOptions
+from ragchat.answer.citations import cite
+from ragchat.answer.engine import ChatEngine, ChatOptions
+from ragchat.answer.events import Answer
 from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
 from ragchat.embed.embedder import build_embedder
 from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
 from ragchat.ingest.isolation import IsolatedLoader
+from ragchat.ingest.jobs import IngestJobs
 from ragchat.ingest.pipeline import Ingestor
 from ragchat.llm.chat_model import ResolvedLLM
 from ragchat.llm.gate import LLMGate
@@ -66,6 +69,51 @@ class StoreLock:
             self._fh.close()
 
 
+class Conversations:
+    """The web page's saved conversations: a question is saved when it is asked, and its answer when
+    it is done, when it failed, or when the person stopped it (what was said so far, marked partial)."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def ask(self, cid: str | None, question: str, owner: str | None) -> tuple[str, list[tuple[str, str]]]:
+        """(conversation id, its history before this question): ``cid``'s conversation when this user
+        owns it, else a new one titled after the question."""
+        if not cid or self.catalog.conversation(cid, owner=owner) is None:
+            cid = self.catalog.create_conversation(_title(question), owner=owner)
+        return cid, [(m.role, m.content) for m in self.catalog.messages(cid)]
+
+    def save_question(self, cid: str, question: str) -> None:
+        self.catalog.add_message(cid, "user", question)
+
+    def save_answer(self, cid: str, answer: Answer) -> tuple[list[dict], list[dict]]:
+        """Save a finished answer; returns (cited, retrieved) sources as dicts."""
+        cited = [s.as_dict() for s in answer.sources]
+        retrieved = [s.as_dict() for s in answer.retrieved]
+        meta = {"provider": answer.provider, "model": answer.model, "partial": answer.partial, "error": answer.error,
+                "notice": answer.notice, "question": answer.question, "retrieved": retrieved}
+        self.catalog.add_message(cid, "assistant", answer.text, sources=cited, meta=meta)
+        return cited, retrieved
+
+    def save_failure(self, cid: str, text: str, reason: str) -> None:
+        """An answer that failed: the text said before the failure, or the reason."""
+        self.catalog.add_message(cid, "assistant", text or reason, sources=[], meta={"partial": bool(text), "error": reason})
+
+    def save_stopped(self, cid: str, text: str, answer: Answer | None, question: str) -> None:
+        """An answer the person stopped: ``text`` as far as it came, with the sources it cites."""
+        retrieved = list(answer.retrieved) if answer is not None else []
+        text, cited = cite(text, retrieved)
+        self.catalog.add_message(cid, "assistant", text, sources=[s.as_dict() for s in cited],
+                                 meta={"partial": True, "retrieved": [s.as_dict() for s in retrieved],
+                                       "provider": getattr(answer, "provider", ""), "model": getattr(answer, "model", ""),
+                                       "question": getattr(answer, "question", question)})
+
+
+def _title(question: str) -> str:
+    text = " ".join(question.split())
+    return text if len(text) <= 60 else text[:59].rstrip() + "…"
+
+
 class Engine:
     """Embedded mode (the default): catalog, Chroma and BM25 inside the store, one process, held by
     the store lock. Shared mode (settings.shared_mode): a PostgreSQL catalog, a Chroma server, the
@@ -93,6 +141,8 @@ class Engine:
                 self._lock.release()
             raise
         self.gate = LLMGate(settings.llm.max_concurrent, settings.llm.max_queue)
+        self.conversations = Conversations(self.catalog)
+        self.jobs: IngestJobs | None = None  # the background ingestion of the web server (start_jobs)
         self._resolved: dict[tuple, tuple[float, ResolvedLLM]] = {}
         self._resolve_lock = threading.Lock()
 
@@ -165,6 +215,13 @@ class Engine:
     def chat(self) -> ChatEngine:
         return ChatEngine(self.settings.chat, self.retriever, self.llm_for, self.gate, self.settings.llm.timeout_s,
                           self.has_documents)
+
+    def start_jobs(self, workdir: Path | None = None) -> IngestJobs:
+        """The background ingestion that the web page and the HTTP API share, started once; uploads
+        wait in ``workdir`` (default: the system's temporary folder). It closes with the engine."""
+        if self.jobs is None:
+            self.jobs = IngestJobs(self, workdir)
+        return self.jobs
 
     # ---- behaviour that needs several parts ------------------------------------------------------
 
@@ -300,6 +357,8 @@ class Engine:
         return bundled.title, auto_builtin(settings.threads)[1]
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
         if "queue" in self.__dict__:
             self.queue.close()
         if "loader" in self.__dict__:

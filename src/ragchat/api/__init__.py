@@ -1,4 +1,4 @@
-"""ragchat's own HTTP API, served by ``ragchat serve`` next to the web page (docs/API.md).
+"""ragchat's own HTTP API (stage 6), served by ``ragchat serve`` next to the web page (docs/API.md).
 
 - ``rest``: ``/api/v1/...``: documents (upload, list, delete, re-index, ingestion progress),
   search and ask. FastAPI describes it at ``/api/docs`` (``/api/openapi.json``).
@@ -6,10 +6,15 @@
   chat API; the ``openai`` Python client works against it unchanged.
 - ``common``: errors, body limits and the answer runs they share.
 
-Login is not handled here: ``ragchat.auth``'s middleware stands in front of these routes as in
-front of the page (a session cookie or ``Authorization: Bearer <API key>`` in team mode; open on
-loopback without users), and each route asks for the user with ``auth.current_user``, which fails
-closed. What a user may read is decided by ragchat.core.access, as for the page.
+Left out: login, which ``ragchat.auth``'s middleware does in front of these routes as in front of
+the page (a session cookie or ``Authorization: Bearer <API key>`` in team mode; open on loopback
+without users); each route asks for the user with ``auth.current_user``, which fails closed. What a
+user may read is decided by ragchat.core.access, as for the page. Ingestion runs in the jobs the
+engine shares with the page (``Engine.start_jobs``).
+
+A new API route: add it to the route builder of its theme in ``rest.py`` (or a new builder listed
+in ``rest_router``), with a pydantic model for its body; raise ``ApiError`` for errors people
+should read. An OpenAI-shaped route goes in ``openai_compat.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from fastapi import Request
 
 from ragchat.api.common import JSON_BODY_LIMIT, OPENAI_PREFIX, REST_PREFIX, ApiError, BodyLimit, install_error_handlers
+from ragchat.api.openai_compat import openai_router
+from ragchat.api.rest import rest_router
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -24,9 +31,6 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 def install_api(app, engine, jobs) -> None:
     """Add the REST and OpenAI-compatible routes to ``app`` (a FastAPI app), before
     ``auth.install_web_security`` puts the login middleware in front of it."""
-    from ragchat.api.openai_compat import openai_router
-    from ragchat.api.rest import rest_router
-
     upload_limit = engine.settings.ingest.max_file_mb * 1_000_000 + 1_000_000  # one file at the limit, and the form
 
     def limit_for(path: str) -> int | None:

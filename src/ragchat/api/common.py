@@ -7,7 +7,7 @@
 - ``BodyLimit``: an ASGI middleware that refuses API request bodies past a size (413), before
   they are read in full.
 - ``AnswerRun``: ``engine.chat.stream`` driven from async code, one step at a time in a worker
-  thread. It reads ahead to the first token, so a language model that is down or busy becomes a
+  thread (``core.streams.BackgroundIterator``). It reads ahead to the first token, so a language model that is down or busy becomes a
   503 before any streamed byte is sent, and it closes the engine's stream when the client goes
   away (which frees the LLM slot).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterator, Sequence
 
-import anyio
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,8 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragchat.core.access import AccessError
-from ragchat.answer.chat import Answer, ChatEvent, Source
+from ragchat.answer.events import Answer, ChatEvent, Source
 from ragchat.core.errors import BusyError, LLMError, LoadError, RagchatError
+from ragchat.core.streams import BackgroundIterator
 from ragchat.retrieve.search import Filters
 
 REST_PREFIX = "/api/v1"
@@ -190,12 +190,14 @@ _END = object()
 
 
 class AnswerRun:
-    """One answer from ``engine.chat.stream``, for async routes. Use ``await AnswerRun.start(...)``."""
+    """One answer from ``engine.chat.stream``, for async routes. Use ``await AnswerRun.start(...)``.
+
+    The engine's stream runs in a worker thread (``BackgroundIterator``) that takes one step each
+    time a route asks for the next event, so a client that reads slowly holds the answer back."""
 
     def __init__(self, events: Iterator[ChatEvent]):
-        self._events = events
+        self._events = BackgroundIterator(events, pull=True, name="ragchat-api-answer")
         self._ahead: list[ChatEvent] = []
-        self._closed = False
 
     @classmethod
     async def start(cls, events: Iterator[ChatEvent]) -> "AnswerRun":
@@ -247,8 +249,5 @@ class AnswerRun:
         return answer
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with anyio.CancelScope(shield=True):  # even when the request was cancelled: free the LLM slot
-            await run_in_threadpool(self._events.close)
+        """Stop the engine's stream: the worker closes it after its current step (which frees the LLM slot)."""
+        self._events.close()

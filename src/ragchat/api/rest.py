@@ -14,14 +14,20 @@
 =========================================  ==============================================================
 
 Everything goes through the engine (``engine.catalog``, ``engine.retriever``, ``engine.chat``)
-and the web page's background ingestion (``ui.jobs.IngestJobs``), with the access rules of
-ragchat.core.access: a document another user owns answers 404, the same as one that does not exist.
-Ingestion work started here is grouped under the user (``api:<user>``), so every client of a user
-can follow it. Answers are not saved as conversations (the page's conversations stay the page's).
+and the background ingestion it shares with the web page (``ragchat.ingest.jobs.IngestJobs``),
+with the access rules of ragchat.core.access: a document another user owns answers 404, the same
+as one that does not exist. Ingestion work started here is grouped under the user (``api:<user>``),
+so every client of a user can follow it. Answers are not saved as conversations (the page's
+conversations stay the page's).
+
+Routes are added by theme (``_library_routes``, ``_upload_route``, ``_document_routes``,
+``_job_route``, ``_search_route``, ``_ask_route``); a new route goes in the builder of its theme,
+or in a new builder listed in ``rest_router``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -38,7 +44,8 @@ from ragchat.core import access
 from ragchat.retrieve import scope
 from ragchat.api.common import REST_PREFIX, AnswerRun, ApiError, answer_json, scoped_filters, source_json
 from ragchat.auth import current_user
-from ragchat.answer.chat import ChatOptions, MarkdownStream
+from ragchat.answer.engine import ChatOptions
+from ragchat.answer.sanitize import MarkdownStream
 from ragchat.ingest.pipeline import safe_name
 
 MAX_FILES = 50  # per upload request
@@ -76,38 +83,53 @@ def jobs_key(user: str | None) -> str:
 
 
 def rest_router(engine, jobs) -> APIRouter:
+    """Every ``/api/v1`` route, over the engine and the ingestion jobs it shares with the page."""
     router = APIRouter(prefix=REST_PREFIX, tags=["ragchat"])
-    settings = engine.settings
+    ctx = _Context(engine, jobs)
+    for add_routes in (_library_routes, _upload_route, _document_routes, _job_route, _search_route, _ask_route):
+        add_routes(router, ctx)
+    return router
 
-    def readable(doc_id: str, user: str | None):
-        info = engine.catalog.get(doc_id) if _DOC_ID.fullmatch(doc_id) else None
+
+class _Context:
+    """What the routes share: the engine, the ingestion jobs, and the access rule for one document."""
+
+    def __init__(self, engine, jobs):
+        self.engine, self.jobs, self.settings = engine, jobs, engine.settings
+
+    def readable(self, doc_id: str, user: str | None):
+        info = self.engine.catalog.get(doc_id) if _DOC_ID.fullmatch(doc_id) else None
         return info if info is not None and access.can_read(info, user) else None
 
-    def document(doc_id: str, user: str | None):
-        info = readable(doc_id, user)
+    def document(self, doc_id: str, user: str | None):
+        info = self.readable(doc_id, user)
         if info is None:
             raise ApiError(404, f"no such document (or not yours to see): see GET {REST_PREFIX}/documents", "not_found")
         return info
 
-    def job_json(job) -> dict:
+    def job_json(self, job) -> dict:
         return {"id": job.id, "kind": job.kind, "finished": job.finished, "error": job.error,
-                "url": f"{REST_PREFIX}/jobs/{job.id}", "files": jobs.job_rows(job)}
+                "url": f"{REST_PREFIX}/jobs/{job.id}", "files": self.jobs.job_rows(job)}
 
+
+def _library_routes(router: APIRouter, ctx: _Context) -> None:
     @router.get("/collections", summary="Collections you may search")
     def collections(user: str | None = Depends(current_user)):
-        docs = scope.visible_documents(engine.catalog, user)
+        docs = scope.visible_documents(ctx.engine.catalog, user)
         counts: dict[str, int] = {}
         for d in docs:
             counts[d.collection] = counts.get(d.collection, 0) + 1
         return {"collections": [{"name": c, "documents": counts.get(c, 0), "private": access.is_private(c)}
-                                for c in engine.allowed_collections(user)]}
+                                for c in ctx.engine.allowed_collections(user)]}
 
     @router.get("/documents", summary="Documents you may see")
     def list_documents(collection: str | None = Query(None, description="Only this collection."),
                        user: str | None = Depends(current_user)):
-        docs = scope.visible_documents(engine.catalog, user)
+        docs = scope.visible_documents(ctx.engine.catalog, user)
         return {"documents": [d.summary() for d in docs if collection is None or d.collection == collection]}
 
+
+def _upload_route(router: APIRouter, ctx: _Context) -> None:
     @router.post("/documents", status_code=202, summary="Upload files (multipart) to ingest in the background")
     async def upload(request: Request, user: str | None = Depends(current_user)):
         try:
@@ -121,29 +143,31 @@ def rest_router(engine, jobs) -> APIRouter:
             if not files:
                 raise ApiError(400, "no file in the request: send one or more multipart/form-data fields named 'file'",
                                "no_file")
-            collection = str(form.get("collection") or "").strip() or settings.collection
+            collection = str(form.get("collection") or "").strip() or ctx.settings.collection
             password = str(form.get("password") or "") or None
             try:
                 target, _ = access.owned_collection(collection, user)
             except access.AccessError as exc:
                 raise ApiError(403 if access.is_private(collection) else 400, str(exc), "bad_collection") from None
-            limit = settings.ingest.max_file_mb * 1_000_000
+            limit = ctx.settings.ingest.max_file_mb * 1_000_000
             for f in files:
                 if f.size is not None and f.size > limit:
-                    raise ApiError(413, f"{f.filename}: larger than ingest.max_file_mb ({settings.ingest.max_file_mb} MB)",
+                    raise ApiError(413, f"{f.filename}: larger than ingest.max_file_mb ({ctx.settings.ingest.max_file_mb} MB)",
                                    "too_large")
-            job = await run_in_threadpool(_submit, jobs, files, collection, user, password)
+            job = await run_in_threadpool(_submit, ctx.jobs, files, collection, user, password)
         finally:
             await form.close()
-        return {"job": job_json(job), "collection": target,
+        return {"job": ctx.job_json(job), "collection": target,
                 "documents": [{"name": r["source"], "id": r["doc_id"] or None, "stage": r["stage"],
                                "url": f"{REST_PREFIX}/documents/{r['doc_id']}" if r["doc_id"] else None}
-                              for r in jobs.job_rows(job)]}
+                              for r in ctx.jobs.job_rows(job)]}
 
+
+def _document_routes(router: APIRouter, ctx: _Context) -> None:
     @router.get("/documents/{doc_id}", summary="One document, with its ingestion progress")
     def get_document(doc_id: str, user: str | None = Depends(current_user)):
-        info = readable(doc_id, user)
-        row = jobs.row_for_document(jobs_key(user), doc_id) if _DOC_ID.fullmatch(doc_id) else None
+        info = ctx.readable(doc_id, user)
+        row = ctx.jobs.row_for_document(jobs_key(user), doc_id) if _DOC_ID.fullmatch(doc_id) else None
         if info is None and row is not None and row["stage"] in ("done", "unchanged"):
             row = None  # finished work on a document that is gone since (removed)
         if info is None and row is None:
@@ -160,51 +184,55 @@ def rest_router(engine, jobs) -> APIRouter:
 
     @router.delete("/documents/{doc_id}", summary="Remove a document from the indexes and the store")
     def delete_document(doc_id: str, user: str | None = Depends(current_user)):
-        info = document(doc_id, user)
-        removed, failed, queued = jobs.remove_now_or_later(jobs_key(user), [info])
+        info = ctx.document(doc_id, user)
+        removed, failed, queued = ctx.jobs.remove_now_or_later(jobs_key(user), [info])
         if queued is not None:
-            return JSONResponse({"removed": False, "queued": True, "job": job_json(queued)}, status_code=202)
+            return JSONResponse({"removed": False, "queued": True, "job": ctx.job_json(queued)}, status_code=202)
         if failed:
             raise ApiError(503, f"{info.source}: {failed[0][1]}", "remove_failed")
         return {"removed": bool(removed), "id": doc_id}
 
     @router.post("/documents/{doc_id}/reindex", status_code=202, summary="Parse and index a document again")
     def reindex_document(doc_id: str, user: str | None = Depends(current_user)):
-        info = document(doc_id, user)
-        if not info.original or not (engine.store / info.original).is_file():
+        info = ctx.document(doc_id, user)
+        if not info.original or not (ctx.engine.store / info.original).is_file():
             raise ApiError(409, f"{info.source}: the original file is not stored; upload it again", "no_original")
-        return {"job": job_json(jobs.submit_reindex(jobs_key(user), [info]))}
+        return {"job": ctx.job_json(ctx.jobs.submit_reindex(jobs_key(user), [info]))}
 
+
+def _job_route(router: APIRouter, ctx: _Context) -> None:
     @router.get("/jobs/{job_id}", summary="Progress of an ingestion job, file by file")
     def get_job(job_id: str, user: str | None = Depends(current_user)):
-        job = jobs.job(jobs_key(user), job_id)
+        job = ctx.jobs.job(jobs_key(user), job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id} of yours (finished jobs are kept for a while only)", "not_found")
-        return job_json(job)
+        return ctx.job_json(job)
 
+
+def _search_route(router: APIRouter, ctx: _Context) -> None:
     @router.post("/search", summary="Ranked passages for a query")
     def search(body: SearchRequest, user: str | None = Depends(current_user)):
-        filters = scoped_filters(engine, user, body.collections, body.document_ids)
-        hits = engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode)
+        filters = scoped_filters(ctx.engine, user, body.collections, body.document_ids)
+        hits = ctx.engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode)
         return {"query": body.query, "results": [
             {"rank": i + 1, "score": round(h.score, 6), "relevant": h.relevant, "dense": h.dense, "lexical": h.lexical,
              "document_id": h.doc_id, "chunk_id": h.chunk_id, "source": h.source, "collection": h.collection,
              "page": h.page, "start": h.start, "end": h.end, "text": h.text}
             for i, h in enumerate(hits)]}
 
+
+def _ask_route(router: APIRouter, ctx: _Context) -> None:
     @router.post("/ask", summary="Ask a question: a streamed answer (NDJSON) and its sources",
                  responses={200: {"content": {"application/x-ndjson": {}, "application/json": {}}}})
     async def ask(body: AskRequest, user: str | None = Depends(current_user)):
-        filters = scoped_filters(engine, user, body.collections, body.document_ids)
+        filters = scoped_filters(ctx.engine, user, body.collections, body.document_ids)
         options = ChatOptions(top_k=body.top_k, temperature=body.temperature, model=body.model or None)
         history = [(t.role, t.content) for t in body.history]
-        run = await AnswerRun.start(engine.chat.stream(body.question, history, filters, options))
+        run = await AnswerRun.start(ctx.engine.chat.stream(body.question, history, filters, options))
         if not body.stream:
             return answer_json(await run.final())
         return StreamingResponse(_ndjson(run), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-    return router
 
 
 def _submit(jobs, files: list[UploadFile], collection: str, user: str | None, password: str | None):
@@ -228,8 +256,6 @@ def _submit(jobs, files: list[UploadFile], collection: str, user: str | None, pa
 
 async def _ndjson(run: AnswerRun):
     """One JSON object per line: status, sources, token (text made safe as it streams), done."""
-    import json
-
     safe = MarkdownStream()
     streamed = False
 

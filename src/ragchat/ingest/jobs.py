@@ -1,12 +1,13 @@
-"""Background ingestion for the web app: uploads, removals and re-indexing run off the request path.
+"""Background ingestion for the web page and the HTTP API: uploads, removals and re-indexing run off
+the request path. The engine makes one ``IngestJobs`` for both (``Engine.start_jobs``).
 
 A person drops files and goes on chatting: ``submit_upload`` copies the uploads into a private
 temporary folder under safe names, queues the work on one background thread (the engine's
 ingestor handles one batch at a time anyway) and returns at once. The engine's progress events
 update a per-file status that the page polls with a timer. Work is grouped by a key (the browser
-session), so each tab sees the files it added. One bad file never stops the others: the engine
-reports it as failed and goes on; if the engine itself raises, every file that had not finished
-is marked failed with the reason.
+session, or ``api:<user>`` for the API), so each tab sees the files it added. One bad file never
+stops the others: the engine reports it as failed and goes on; if the engine itself raises, every
+file that had not finished is marked failed with the reason.
 
 Nothing here parses, embeds or indexes: it only calls the engine.
 """

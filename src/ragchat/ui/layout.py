@@ -12,7 +12,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ragchat.ui import render
-from ragchat.ui.callbacks import ALL, AUTO, WELCOME, WebApp, new_state
+from ragchat.ui.library import WELCOME
+from ragchat.ui.session import ALL, AUTO, new_state
+from ragchat.ui.webapp import WebApp
 from ragchat.ui.style import SOURCES_JS, VIEWER_JS
 
 LATEX = [

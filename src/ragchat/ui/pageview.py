@@ -24,6 +24,7 @@ from pathlib import Path
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
 from ragchat.ingest.boxes import Rect, aligned_rects, word_rects
+from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.rendering import PngCache
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ class PageViews:
         self._lock = threading.Lock()
 
     def _worker(self):
-        from ragchat.ingest.isolation import IsolatedLoader
-
         with self._lock:
             if self._loader is None:  # started on the first page view: most sessions never open one
                 self._loader = IsolatedLoader(self.settings)

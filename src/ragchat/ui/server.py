@@ -41,15 +41,23 @@ import sys
 import threading
 from pathlib import Path
 
+import gradio as gr
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from ragchat import auth
 from ragchat.api import install_api
-from ragchat.ingest.queue import QueueWorker
-from ragchat.core.settings import Settings
+from ragchat.core import access
 from ragchat.core.errors import LoadError
+from ragchat.core.settings import Settings
+from ragchat.core.text import analyze
+from ragchat.engine import Engine
+from ragchat.ingest.queue import QueueWorker
+from ragchat.ingest.watch import Watchers
+from ragchat.ui.layout import build_blocks
 from ragchat.ui.pageview import DEFAULT_WIDTH, PageViews, has_page_image
+from ragchat.ui.style import CSS, HEAD, theme
+from ragchat.ui.webapp import WebApp
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +65,13 @@ QUEUE_CONCURRENCY = 8  # default per event; chat events have their own, larger l
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None, watchers=None):
+def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = None, watchers: Watchers | None = None):
     """(FastAPI app, gr.Blocks) for an open Engine. The caller runs the app and closes the engine.
-    With a warmup, the page shows its progress; with watchers (ragchat.ingest.watch.Watchers), the
+    Uploads wait in ``workdir``. With a warmup, the page shows its progress; with watchers, the
     library shows the progress of the files they sync."""
-    import gradio as gr
-
-    from ragchat.ui.callbacks import WebApp
-    from ragchat.ingest.jobs import IngestJobs
-    from ragchat.ui.layout import build_blocks
-    from ragchat.ui.style import CSS, HEAD, theme
-
     settings: Settings = engine.settings
-    webapp = WebApp(engine, IngestJobs(engine, workdir))
-    webapp.watchers = watchers
+    jobs = engine.start_jobs(workdir)  # one ingestion for the page and the HTTP API
+    webapp = WebApp(engine, jobs, watchers)
     blocks = build_blocks(webapp, warmup)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
 
@@ -81,8 +82,22 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     app.state.webapp = webapp
     # The HTTP API (ragchat.api): /api/v1/... and the OpenAI-compatible /v1/..., over the same
     # engine and ingestion jobs as the page, behind the same login.
-    install_api(app, engine, webapp.jobs)
+    install_api(app, engine, jobs)
+    _install_status_routes(app, warmup)
+    app.state.page_views = _install_document_routes(app, engine)
 
+    # Login (when users exist), CORS and Host checks in front of every route, Gradio's included.
+    security = auth.install_web_security(app, settings, engine.catalog)
+    app = gr.mount_gradio_app(
+        app, blocks, path="/", theme=theme(), css=CSS, head=HEAD, footer_links=[], run_history=False,
+        max_file_size=settings.ingest.max_file_mb * 1_000_000, show_error=True, ssr_mode=False,
+        server_name=settings.server.host, server_port=settings.server.port,
+        auth_dependency=security.auth_dependency if security.login_required else None,
+    )
+    return app, blocks
+
+
+def _install_status_routes(app: FastAPI, warmup: "Warmup | None") -> None:
     @app.get("/ragchat/health")
     def health() -> JSONResponse:
         return JSONResponse({"ok": True})
@@ -90,6 +105,11 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     @app.get("/ragchat/status")
     def status() -> JSONResponse:
         return JSONResponse({"models": warmup.state if warmup else "ready"})
+
+
+def _install_document_routes(app: FastAPI, engine) -> PageViews:
+    """The stored originals and their page images, behind the access rules; returns the page views
+    (the caller closes them)."""
 
     def readable_original(doc_id: str, request: Request):
         """(document, path of its stored original), or 404: for an unknown document and for one this
@@ -119,8 +139,7 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
         return FileResponse(path, media_type="text/plain; charset=utf-8", filename=name,
                             content_disposition_type="inline", headers=headers)
 
-    page_views = PageViews(engine.catalog, engine.store, settings.ingest)
-    app.state.page_views = page_views
+    page_views = PageViews(engine.catalog, engine.store, engine.settings.ingest)
 
     @app.get("/ragchat/page/{doc_id}/{page}.png")
     def page_image(doc_id: str, page: str, request: Request, chunk: str | None = None, w: int | None = None):
@@ -140,23 +159,13 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"}
         return Response(data, media_type="image/png", headers=headers)
 
-    # Login (when users exist), CORS and Host checks in front of every route, Gradio's included.
-    security = auth.install_web_security(app, settings, engine.catalog)
-    app = gr.mount_gradio_app(
-        app, blocks, path="/", theme=theme(), css=CSS, head=HEAD, footer_links=[], run_history=False,
-        max_file_size=settings.ingest.max_file_mb * 1_000_000, show_error=True, ssr_mode=False,
-        server_name=settings.server.host, server_port=settings.server.port,
-        auth_dependency=security.auth_dependency if security.login_required else None,
-    )
-    return app, blocks
+    return page_views
 
 
 def can_read(request, info) -> bool:
     """Whether this request may read a document's original (ragchat.core.access decides). Without login
     there is no user and only shared documents are served; the login middleware (ragchat.auth)
     puts the signed-in user in ``request.state.user``."""
-    from ragchat.core import access
-
     return access.can_read(info, getattr(request.state, "user", None))
 
 
@@ -175,8 +184,6 @@ class Warmup:
         threading.Thread(target=self._run, name="ragchat-warmup", daemon=True).start()
 
     def _run(self) -> None:
-        from ragchat.core.text import analyze
-
         engine = self.engine
         try:
             self.first_start = not getattr(engine.embedder, "prepared", True)
@@ -202,8 +209,6 @@ def serve(settings: Settings) -> None:
     """Start the web app on settings.server.host:port and block until it is stopped."""
     import uvicorn
 
-    from ragchat.engine import Engine
-
     engine = Engine(settings)
     try:
         # Refuse a non-loopback bind without login before anything is served.
@@ -213,8 +218,6 @@ def serve(settings: Settings) -> None:
         worker = QueueWorker(engine).start() if engine.shared and settings.shared.worker else None
         # Watched folders (settings.watch.folders) start once the models are loaded and crashed
         # ingestions recovered; their progress shows in the library (ragchat.ingest.watch).
-        from ragchat.ingest.watch import Watchers
-
         watchers = Watchers(engine, settings.watch) if settings.watch.folders else None
         warmup = Warmup(engine, then=watchers.start if watchers else None)
         app, _ = build_app(engine, warmup=warmup, watchers=watchers)
@@ -228,9 +231,6 @@ def serve(settings: Settings) -> None:
             watchers.stop()
         if locals().get("worker") is not None:
             worker.stop()
-        webapp = getattr(getattr(locals().get("app"), "state", None), "webapp", None)
-        if webapp is not None:
-            webapp.jobs.close()
         views = getattr(getattr(locals().get("app"), "state", None), "page_views", None)
         if views is not None:
             views.close()

@@ -1,0 +1,26 @@
+"""``WebApp``: what the page's events do. Each callback reads the engine, or asks it to act, and
+returns what to show: plain values (lists, strings, dicts) or Gradio updates; ``layout.py`` wires
+them to components.
+
+The callbacks are grouped by what they serve: ``library.py`` (documents and ingestion),
+``conversations.py`` (saved conversations and the sources panel) and ``chat.py`` (answers and the
+model picker). There is no retrieval, prompting or LLM logic in any of them.
+"""
+
+from __future__ import annotations
+
+from ragchat.ingest.jobs import IngestJobs
+from ragchat.ingest.watch import Watchers
+from ragchat.ui.chat import ChatCallbacks
+from ragchat.ui.conversations import ConversationCallbacks
+from ragchat.ui.library import LibraryCallbacks
+
+
+class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks):
+    """The page's callbacks over one engine and the ingestion jobs it shares with the HTTP API."""
+
+    def __init__(self, engine, jobs: IngestJobs, watchers: Watchers | None = None):
+        self.engine = engine
+        self.settings = engine.settings
+        self.jobs = jobs
+        self.watchers = watchers  # when the server watches folders: the library shows their progress
