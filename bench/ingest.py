@@ -75,7 +75,7 @@ def run_ragchat(paths: list[Path], store: Path, backend: str | None, profile: st
     from ragchat.core.settings import load_settings
     from ragchat.engine import Engine
     from ragchat.ingest.pipeline import collect
-    from ragchat.store.catalog import ChunkRow
+    from ragchat.store.tables import ChunkRow
 
     config = Path(ragchat.__file__).resolve().parents[2] / "config.toml"  # of the tree being run (see --compare)
     settings = load_settings(config if config.exists() else None, store=store)

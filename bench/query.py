@@ -128,7 +128,7 @@ def gen_block(block: int, passages, pool, pool_vecs, all_sents):
 def build(engine, target: int) -> None:
     from sqlalchemy import insert
 
-    from ragchat.store.catalog import ChunkRow, Document
+    from ragchat.store.tables import ChunkRow, Document
 
     have = engine.catalog.count_chunks()
     if have >= target:

@@ -558,7 +558,8 @@ def test_errors_are_json_with_the_right_status(team, fake):
 
 
 def test_api_keys_store_a_hash_and_die_with_revocation_or_their_user(tmp_path):
-    from ragchat.store.catalog import ApiKey, Catalog
+    from ragchat.store.catalog import Catalog
+    from ragchat.store.tables import ApiKey
 
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
     try:

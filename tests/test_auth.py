@@ -24,12 +24,13 @@ from conftest import make_settings
 from ragchat import auth, cli
 from ragchat.core import access
 from ragchat.core.access import AccessError
-from ragchat.answer.chat import NO_DOCUMENTS
+from ragchat.answer.replies import NO_DOCUMENTS
 from ragchat.engine import Engine
 from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import SourceFile
 from ragchat.retrieve.search import Filters
-from ragchat.store.catalog import Catalog, User
+from ragchat.store.catalog import Catalog
+from ragchat.store.tables import User
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
 
@@ -40,7 +41,7 @@ BASE = "http://127.0.0.1:7860"
 
 @pytest.fixture(autouse=True)
 def cheap_hashes(monkeypatch):
-    monkeypatch.setattr(auth, "HASHER", CHEAP)
+    monkeypatch.setattr(auth.users, "HASHER", CHEAP)
 
 
 @pytest.fixture

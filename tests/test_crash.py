@@ -33,7 +33,7 @@ import pytest
 
 from conftest import child_env, TEST_MODEL, make_settings
 from ragchat.engine import Engine
-from ragchat.store.catalog import ChunkRow
+from ragchat.store.tables import ChunkRow
 from sqlalchemy import func, select
 
 SEED = 20240611

@@ -1,18 +1,26 @@
-"""Team mode: users, API keys, sessions and the web middleware that asks for them.
+"""Team mode: users, API keys, sessions, and the web middleware that asks for them.
 
-One module per concept:
+This package owns who a person or a script is, and whether a web request may come in. One module
+per concept:
 
-- ``users``: users with argon2id password hashes and an admin flag; ``authenticate``.
+- ``users``: users with argon2id password hashes and an admin flag; ``authenticate``. ``HASHER``
+  there is the password hasher in force (tests swap in a cheaper one there).
 - ``keys``: per-user API keys for the HTTP API (only a hash is stored; revocable).
 - ``sessions``: session tokens signed with itsdangerous, with expiry and password-fingerprint
   invalidation; login throttling.
-- ``web``: when login is required (``require_auth_for_bind``), and ``install_web_security``: the
-  ASGI middleware (Host, Origin/CORS, login by cookie or API key) and the FastAPI dependencies
-  ``current_user`` / ``current_user_async``.
+- ``web``: when login is required (``require_auth_for_bind``), ``WebSecurity`` (the Host, Origin and
+  identity rules) and the FastAPI dependencies ``current_user`` / ``current_user_async``.
+- ``login``: the ``/login`` page and form, and ``/logout``.
+- ``middleware``: ``SecurityMiddleware`` (pure ASGI, in front of every route) and
+  ``install_web_security``.
 - ``commands``: ``ragchat users ...``.
 
+The users and API keys are rows of the catalog's ``users`` and ``api_keys`` tables
+(ragchat.store.tables), queried here. Left out: what a user may read (ragchat.core.access decides
+that from the collection's name), TLS, single sign-on, password reset by mail.
+
 The names below are the package's public surface; callers use ``from ragchat import auth`` and
-``auth.<name>``. ``HASHER`` is the password hasher in force (tests swap in a cheaper one here).
+``auth.<name>``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 from ragchat.auth.commands import users_command
 from ragchat.auth.commands import read_password as _read_password  # noqa: F401  (tests)
 from ragchat.auth.keys import KeyInfo, create_key, list_keys, revoke_key, user_for_key
+from ragchat.auth.middleware import SecurityMiddleware, install_web_security
 from ragchat.auth.sessions import (
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -29,7 +38,6 @@ from ragchat.auth.sessions import (
     read_token,
 )
 from ragchat.auth.users import (
-    HASHER,
     MAX_PASSWORD,
     MIN_PASSWORD,
     AuthError,
@@ -46,12 +54,10 @@ from ragchat.auth.users import (
 from ragchat.auth.web import (
     PUBLIC_PATHS,
     PUBLIC_PREFIXES,
-    SecurityMiddleware,
     WebSecurity,
     bearer_key,
     current_user,
     current_user_async,
-    install_web_security,
     is_loopback,
     is_public,
     require_auth_for_bind,
@@ -59,7 +65,7 @@ from ragchat.auth.web import (
 )
 
 __all__ = [
-    "HASHER", "MAX_PASSWORD", "MIN_PASSWORD", "PUBLIC_PATHS", "PUBLIC_PREFIXES", "SESSION_COOKIE", "SESSION_TTL_S",
+    "MAX_PASSWORD", "MIN_PASSWORD", "PUBLIC_PATHS", "PUBLIC_PREFIXES", "SESSION_COOKIE", "SESSION_TTL_S",
     "AuthError", "KeyInfo", "LoginThrottle", "SecurityMiddleware", "UserInfo", "WebSecurity",
     "add_user", "authenticate", "bearer_key", "check_password", "create_key", "current_user",
     "current_user_async", "install_web_security", "is_admin", "is_loopback", "is_public", "issue_token", "list_keys",

@@ -16,17 +16,15 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import Callable, Mapping
 
 from argon2 import PasswordHasher
 
 from ragchat.auth.keys import create_key, list_keys, revoke_key
 from ragchat.auth.users import AuthError, add_user, check_name, list_users, remove_user, set_password, user_count
 from ragchat.core.errors import ConfigError
+from ragchat.core.settings import Settings
 from ragchat.store.catalog import Catalog
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.core.settings import Settings
 
 
 def read_password(args, env: Mapping[str, str], prompt: Callable[[str], str] | None, stdin_tty: bool) -> str:
@@ -47,7 +45,7 @@ def read_password(args, env: Mapping[str, str], prompt: Callable[[str], str] | N
     return first
 
 
-def users_command(settings: "Settings", args, *, env: Mapping[str, str] | None = None,
+def users_command(settings: Settings, args, *, env: Mapping[str, str] | None = None,
                   prompt: Callable[[str], str] | None = None, hasher: PasswordHasher | None = None) -> int:
     """`ragchat users add|remove|list|passwd|key ...` (see the module docstring).
 

@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from ragchat.auth.users import AuthError, check_name
-from ragchat.store.catalog import ApiKey, Catalog, User
+from ragchat.store.catalog import Catalog
+from ragchat.store.tables import ApiKey, User
 
 PREFIX = "rck_"
 _KEY = re.compile(r"rck_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")

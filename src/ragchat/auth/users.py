@@ -21,13 +21,14 @@ from sqlalchemy import delete, func, select
 
 from ragchat.core.access import valid_user_name
 from ragchat.core.errors import RagchatError
-from ragchat.store.catalog import ApiKey, Catalog, User
+from ragchat.store.catalog import Catalog
+from ragchat.store.tables import ApiKey, User
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # argon2 hashes any length; a cap keeps a login post small
 
-# argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile: t=3, m=64 MiB, p=4). The one
-# in force is ``ragchat.auth.HASHER``, so that tests can swap in a cheaper one there.
+# argon2id with argon2-cffi's defaults (RFC 9106 low-memory profile: t=3, m=64 MiB, p=4). Read at
+# each call, so that tests can swap in a cheaper one here (``ragchat.auth.users.HASHER``).
 HASHER = PasswordHasher()
 _DUMMY: dict[tuple, str] = {}
 
@@ -44,11 +45,7 @@ class UserInfo:
 
 
 def _hasher(hasher: PasswordHasher | None) -> PasswordHasher:
-    if hasher is not None:
-        return hasher
-    import ragchat.auth as package  # the package's HASHER is the one in force
-
-    return getattr(package, "HASHER", HASHER)
+    return hasher if hasher is not None else HASHER
 
 
 def check_password(password: str) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ragchat.core.errors import RagchatError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ragchat.store.catalog import DocInfo
+    from ragchat.store.records import DocInfo
 
 PRIVATE_PREFIX = "~"
 DEFAULT_PRIVATE = "private"

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from ragchat.store.records import Chunk
+
 
 class Tokenizer(Protocol):
     def count(self, texts: Sequence[str]) -> list[int]:
@@ -28,16 +30,6 @@ class Tokenizer(Protocol):
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Character span of every token of text."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    id: str
-    seq: int
-    page: int | None
-    start: int  # character offsets into the page text
-    end: int
-    text: str
 
 
 # A sentence ends after terminal punctuation (plus closing quotes/brackets), or at a blank line.

@@ -26,9 +26,10 @@ from typing import Callable, Iterable, Sequence
 from ragchat.core.access import owned_collection
 from ragchat.core.text import analyze
 from ragchat.core.errors import LoadError
-from ragchat.ingest.chunking import Chunk, chunk_id, chunk_pages
+from ragchat.ingest.chunking import chunk_id, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
-from ragchat.store.catalog import Catalog, DocInfo
+from ragchat.store.catalog import Catalog
+from ragchat.store.records import Chunk, DocInfo
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 

@@ -1,12 +1,12 @@
 """Shared mode's ingestion queue: jobs in the catalog that any `ragchat serve` or `ragchat worker` runs.
 
 - ``JobQueue.run_files`` / ``run_reindex`` / ``run_remove`` stage uploads in the store's shared
-  folder (``incoming/``), add one job per document to the catalog (catalog.JobRow) and follow the
+  folder (``incoming/``), add one job per document to the catalog (store.tables.JobRow) and follow the
   jobs' progress there, reporting it as the same FileEvents the embedded mode emits. The server
   that takes a job may be another one.
 - ``QueueWorker`` is a thread that claims the oldest job it may take and runs it through the same
   Ingestor as the embedded mode, writing progress and a heartbeat to the job row every
-  ``_REPORT_S``. The jobs of one document run in order, one at a time (catalog.claim_job).
+  ``_REPORT_S``. The jobs of one document run in order, one at a time (Catalog.claim_job, ragchat.store.jobs).
 - A process that dies (kill -9, a lost machine) stops its heartbeat. After ``shared.job_stale_s``
   another process claims the job again: it first drops whatever the dead one wrote to Chroma for
   that document (vectors written before their catalog rows would otherwise stay behind), then

@@ -10,7 +10,8 @@ from typing import Sequence
 
 from ragchat.core.access import can_read, can_read_collection
 from ragchat.retrieve.search import Filters
-from ragchat.store.catalog import Catalog, DocInfo
+from ragchat.store.catalog import Catalog
+from ragchat.store.records import DocInfo
 
 
 def readable_collections(catalog: Catalog, user: str | None) -> list[str]:

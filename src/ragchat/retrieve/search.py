@@ -21,7 +21,8 @@ from sqlalchemy import select
 from ragchat.core.text import analyze, cjk_share, question_terms
 from ragchat.core.settings import RetrievalSettings
 from ragchat.retrieve.fusion import fuse
-from ragchat.store.catalog import Catalog, ChunkRow, Document
+from ragchat.store.catalog import Catalog
+from ragchat.store.tables import ChunkRow, Document
 from ragchat.store.lexical import LexicalIndex
 from ragchat.store.vectors import VectorIndex
 

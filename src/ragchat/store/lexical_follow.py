@@ -3,7 +3,7 @@
 Why a cache per server and not one shared index: Tantivy allows one writer per index and wants a
 local disk, and BM25 with our analysers (stemming, jieba for Chinese) must stay exactly what it is
 in the embedded mode (docs/RETRIEVAL.md). The catalog stays the truth: every change of a document's
-searchable state is a row of its change log (catalog.Change), in commit order. A follower thread
+searchable state is a row of its change log (store.tables.Change), in commit order. A follower thread
 reads the rows after the last one it applied, drops those documents from the local index and adds
 back the chunks of the ones that are "done" now (one still being written waits for its next change); a document removed through another server leaves
 this index within `shared.follow_interval_s`. Even before that, retrieval never returns it: it keeps

@@ -1,0 +1,118 @@
+"""The catalog's change log and the ingestion queue of shared mode.
+
+- The change log (``changes`` table) has one row per change of a document's searchable state, in
+  commit order; shared mode's BM25 caches follow it (ragchat.store.lexical_follow).
+- The job queue (``jobs`` table) holds the ingestion jobs any server or worker may take
+  (ragchat.ingest.queue runs them); ``claim_job`` makes a claim exclusive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Sequence
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from ragchat.store.tables import Change, JobRow, now
+
+
+def log_change(s: Session, doc_id: str) -> None:
+    """Append to the change log inside the caller's transaction. On PostgreSQL the table lock makes
+    sequence order equal commit order, so a follower reading "after seq N" never skips a change that
+    committed late with a smaller number. Held for the rest of a short transaction."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE"))
+    s.add(Change(doc_id=doc_id))
+
+
+
+
+class ChangeLog:
+    """Mixin of ``Catalog``: reading the change log."""
+
+    def last_change(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.max(Change.seq))) or 0
+
+    def changes_since(self, seq: int, limit: int = 10000) -> list[tuple[int, str]]:
+        """(seq, doc id) of the changes after seq, oldest first."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(Change.seq, Change.doc_id).where(Change.seq > seq).order_by(Change.seq).limit(limit))]
+
+
+class Jobs:
+    """Mixin of ``Catalog``: the job queue."""
+
+    def enqueue_job(self, *, kind: str, doc_id: str, collection: str, source: str, owner: str | None,
+                    path: str | None = None, password: str | None = None, force: bool = False,
+                    failed: str | None = None) -> str:
+        """A new job; failed: a job that could not even be queued (its file was unreadable), with the reason."""
+        jid = uuid.uuid4().hex
+        status, stage, message = ("failed", "failed", f"failed: {failed}") if failed else ("queued", "queued", "")
+        with self.session() as s, s.begin():
+            s.add(JobRow(id=jid, kind=kind, doc_id=doc_id, collection=collection, source=source, owner=owner, path=path,
+                         password=None if failed else password, force=force, status=status, stage=stage,
+                         message=message, created_at=now(), updated_at=now()))
+        return jid
+
+    def claim_job(self, worker: str, stale_s: float) -> JobRow | None:
+        """Take the oldest job that is queued, or running in a process that stopped reporting
+        stale_s ago (it died), unless an earlier job on the same document is still pending: the
+        jobs of one document run in order, one at a time. The conditional update is what makes a
+        claim exclusive: of two processes racing for a job, the second one's update matches no row."""
+        stale = now() - timedelta(seconds=stale_s)
+        claimable = or_(JobRow.status == "queued", (JobRow.status == "running") & (JobRow.heartbeat_at < stale))
+        with self.session() as s:
+            candidates = list(s.scalars(select(JobRow).where(claimable).order_by(JobRow.created_at).limit(50)))
+        for job in candidates:
+            with self.session() as s, s.begin():
+                earlier = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.doc_id == job.doc_id, JobRow.id != job.id,
+                    or_((JobRow.status == "running") & (JobRow.heartbeat_at >= stale),
+                        (JobRow.status == "queued") & (JobRow.created_at < job.created_at))))
+                if earlier:
+                    continue
+                won = s.execute(update(JobRow).where(JobRow.id == job.id, claimable).values(
+                    status="running", worker=worker, attempts=JobRow.attempts + 1, heartbeat_at=now(), updated_at=now(),
+                )).rowcount
+            if won == 1:
+                with self.session() as s:
+                    return s.get(JobRow, job.id)
+        return None
+
+    def report_job(self, job_id: str, worker: str, *, stage: str | None = None, done: int | None = None,
+                   total: int | None = None, message: str | None = None) -> bool:
+        """Progress and heartbeat of a running job; False when another process has taken it over."""
+        values: dict = {"heartbeat_at": now(), "updated_at": now()}
+        for key, value in (("stage", stage), ("done", done), ("total", total), ("message", message)):
+            if value is not None:
+                values[key] = value
+        with self.session() as s, s.begin():
+            return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker,
+                                                  JobRow.status == "running").values(**values)).rowcount == 1
+
+    def finish_job(self, job_id: str, worker: str, *, status: str, stage: str, message: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
+                status=status, stage=stage, message=message, password=None, updated_at=now()))
+
+    def release_job(self, job_id: str, worker: str, message: str) -> None:
+        """Put a job back in the queue (a service it needs is away), to be tried again."""
+        with self.session() as s, s.begin():
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
+                status="queued", stage="queued", message=message, worker=None, updated_at=now()))
+
+    def jobs(self, ids: Sequence[str]) -> list[JobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.id.in_(list(ids)))))
+
+    def jobs_for(self, doc_id: str) -> list[JobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(JobRow).where(JobRow.doc_id == doc_id).order_by(JobRow.created_at)))
+
+    def pending_jobs(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(JobRow).where(JobRow.status.in_(["queued", "running"]))) or 0
