@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_settings
+from numpy.testing import assert_allclose
 from test_crash import cli_env
 
 from ragchat.engine import Engine
@@ -224,9 +225,10 @@ def test_rename_and_copy_reuse_vectors_without_embedding(tmp_path):
         for doc in (new_id, copy_id):
             rows = eng.catalog.chunks_of(doc)
             got = eng.vectors.vectors_of([r.id for r in rows])
-            # the same vectors, up to the float rounding of storing them again (nothing was embedded: above)
-            for new_vector, old_vector in zip([got[r.id][0] for r in rows], [old_vectors[i][0] for i in old_ids]):
-                assert list(new_vector) == pytest.approx(list(old_vector), abs=1e-6)
+            # The same vectors up to float32 rounding (nothing was embedded: above). A cosine collection of
+            # Chroma normalises each vector as it is added and hands back a copy that differs from what it
+            # was given in the last float32 bits (an l2 collection is exact), so re-adding moves them ~1e-8.
+            assert_allclose([got[r.id][0] for r in rows], [old_vectors[i][0] for i in old_ids], rtol=0, atol=1e-6)
             assert {m["doc_id"] for _, m in got.values()} == {doc}
             assert set(got).isdisjoint(old_ids)
         ids = eng.catalog.all_chunk_ids()

@@ -30,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
 
+    _add_document_commands(add)
+    _add_answer_commands(add)
+    _add_users_command(add("users", help="manage logins and API keys for team mode (ragchat.auth.commands)"), common)
+    return p
+
+
+def _add_document_commands(add) -> None:
+    """ingest, watch, worker, llm-server, docs, remove, reindex."""
     s = add("ingest", help="add files or folders (walked recursively)")
     s.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     s.add_argument("--collection", help="collection to add to (default: settings.collection)")
@@ -57,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add("reindex", help="rebuild the indexes with the configured embedding model")
 
+
+def _add_answer_commands(add) -> None:
+    """ask, serve, eval."""
     s = add("ask", help="ask a question; prints the streamed answer, then the sources")
     s.add_argument("question")
     s.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -83,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--files", type=Path, metavar="DIR",
                    help="with --answers: the set's corpus is the files its questions name (metadata.file), read from DIR")
 
-    s = add("users", help="manage logins and API keys for team mode (ragchat.auth.commands)")
+
+def _add_users_command(s: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """users add|remove|list|passwd, users key create|list|revoke."""
     users = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     u = users.add_parser("add", parents=[common], help="add a user (the first one turns login on)")
     u.add_argument("name")
@@ -104,7 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("name", nargs="?")
     k = keys.add_parser("revoke", parents=[common], help="delete a key by its id")
     k.add_argument("key_id", metavar="ID")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +192,38 @@ def _ingest_through_queue(settings: Settings, files, args) -> int:
 
 
 def cmd_watch(settings: Settings, args) -> int:
-    from ragchat.ingest.watch import run_watch
+    """`ragchat watch DIR`: finish any interrupted ingestion, catch up with the folder, then print
+    one line per synced file (and "in step: ..." whenever nothing is pending) until Ctrl+C or
+    SIGTERM."""
+    import signal
+    import threading
 
-    return run_watch(settings, args.folder, args.collection)
+    from ragchat.ingest.watch import FolderWatcher
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    stop = threading.Event()
+    with _engine(settings) as eng:
+        for r in eng.recover():
+            out(f"{r.source}  {r.line()} (resumed after an interruption)")
+        w = FolderWatcher(eng, args.folder, args.collection, settle_s=settings.watch.settle_s,
+                          polling=settings.watch.polling, poll_interval_s=settings.watch.poll_interval_s,
+                          on_result=lambda source, line: out(f"{source}  {line}"),
+                          on_idle=lambda n: out(f"in step: {n} documents in {w.collection}"))
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            w.start()
+            out(f"watching {w.root} into collection {w.collection!r} ({w.mode}; Ctrl+C to stop)")
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            w.stop()
+            signal.signal(signal.SIGTERM, previous)
+    out("stopped")
+    return 0
 
 
 def cmd_docs(settings: Settings, args) -> int:

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 from ragchat.core.access import owned_collection
 from ragchat.core.errors import RagchatError, StoreError
 from ragchat.ingest.pipeline import FileEvent, SourceFile, doc_id_for, safe_name
+from ragchat.store.outage import RetryQuietly
 
 log = logging.getLogger(__name__)
 
@@ -139,18 +140,11 @@ class QueueWorker:
             self._thread.join(timeout)
 
     def run(self) -> None:
-        failing = False
+        retry = RetryQuietly(  # while the catalog's server is away
+            self._stop, _POLL_S, away=lambda exc: log.warning("cannot take jobs from the catalog (%s); retrying", exc),
+            back=lambda: log.warning("the job queue is reachable again"))
         while not self._stop.is_set():
-            try:
-                ran = self.run_one()
-                if failing:
-                    log.warning("the job queue is reachable again")
-                failing = False
-            except Exception as exc:  # the catalog's server is away: retry, say so once
-                if not failing:
-                    log.warning("cannot take jobs from the catalog (%s); retrying", exc)
-                failing, ran = True, False
-            if not ran:
+            if not retry(self.run_one):
                 self._stop.wait(_POLL_S)
 
     def run_one(self) -> bool:

@@ -49,6 +49,7 @@ from ragchat.ingest.pipeline import (
     doc_id_for,
     sha256_file,
 )
+from ragchat.store.outage import RetryQuietly
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +253,13 @@ class FolderWatcher:
 
     def _loop(self) -> None:
         tick = max(0.05, min(0.5, self.settle_s / 4))
+        retry = RetryQuietly(  # the engine failed as a whole (a store's server is away): try the batch again later
+            self._stop, max(self.settle_s, 5.0),
+            away=lambda exc: log.error("watched folder %s: sync failed; trying again", self.root, exc_info=exc))
         while not self._stop.is_set():
             ready = self._settled()
             if ready:
-                try:
-                    self.sync(ready)
-                except Exception:  # the engine failed as a whole: try these again later
-                    log.exception("watched folder %s: sync failed; trying again", self.root)
-                    self._mark(ready)
-                    self._stop.wait(max(self.settle_s, 5.0))
+                retry(self.sync, ready)
                 with self._lock:
                     self._busy = False
                     idle = not self._pending
@@ -399,38 +398,3 @@ class Watchers:
         """Files being synced right now: {id, source, collection, stage, done, total, message}."""
         with self._lock:
             return [dict(p) for p in self._progress.values()]
-
-
-
-def run_watch(settings, folder: Path, collection: str | None = None) -> int:
-    """`ragchat watch DIR`: finish any interrupted ingestion, catch up with the folder, then print
-    one line per synced file (and "in step: ..." whenever nothing is pending) until Ctrl+C or
-    SIGTERM. Returns the exit code."""
-    import signal
-
-    from ragchat.engine import Engine
-
-    def out(line: str) -> None:
-        print(line, flush=True)
-
-    stop = threading.Event()
-    with Engine(settings) as eng:
-        for r in eng.recover():
-            out(f"{r.source}  {r.line()} (resumed after an interruption)")
-        w = FolderWatcher(eng, folder, collection, settle_s=settings.watch.settle_s, polling=settings.watch.polling,
-                          poll_interval_s=settings.watch.poll_interval_s,
-                          on_result=lambda source, line: out(f"{source}  {line}"),
-                          on_idle=lambda n: out(f"in step: {n} documents in {w.collection}"))
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            w.start()
-            out(f"watching {w.root} into collection {w.collection!r} ({w.mode}; Ctrl+C to stop)")
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            w.stop()
-            signal.signal(signal.SIGTERM, previous)
-    out("stopped")
-    return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ragchat.store.catalog import Catalog
 from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
+from ragchat.store.outage import RetryQuietly
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,12 @@ class FollowedLexicalIndex:
             self._thread.start()
 
     def _run(self) -> None:
-        failing = False
+        retry = RetryQuietly(  # while the catalog's server is away
+            self._stop, self.interval_s,
+            away=lambda exc: log.warning("BM25 cache cannot read the catalog's changes (%s); retrying", exc),
+            back=lambda: log.warning("BM25 cache follows the catalog again"))
         while not self._stop.wait(self.interval_s):
-            try:
-                self.follow()
-                if failing:
-                    log.warning("BM25 cache follows the catalog again")
-                failing = False
-            except Exception as exc:  # the catalog's server is away: retry, say so once
-                if not failing:
-                    log.warning("BM25 cache cannot read the catalog's changes (%s); retrying", exc)
-                failing = True
+            retry(self.follow)
 
     def close(self) -> None:
         self._stop.set()
