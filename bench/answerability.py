@@ -37,7 +37,11 @@ import httpx
 
 from ragchat.eval import answers as answer_eval
 
-from ragchat.answer import chat
+from ragchat.answer.engine import ChatOptions
+from ragchat.answer.events import source_of
+from ragchat.answer.prompt import SOURCES_END
+from ragchat.answer.replies import REFUSAL_EN, REFUSAL_ZH
+from ragchat.core.text import cjk_share
 from ragchat.core.settings import Settings
 from ragchat.engine import Engine
 from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus
@@ -60,20 +64,20 @@ def first_token(server, messages, wanted: tuple[str, ...]) -> float:
 
 
 def model_signals(eng: Engine, q, hits) -> tuple[float, float]:
-    llm = eng.chat.llm_for(chat.ChatOptions())
+    llm = eng.chat.llm_for(ChatOptions())
     server = llm.model.server()
-    sources = [chat._source(i + 1, h) for i, h in enumerate(hits)]
+    sources = [source_of(i + 1, h) for i, h in enumerate(hits)]
     passages = eng.chat.passages(q.text, sources, llm)
     msgs = eng.chat.prompt(q.text, [], sources, eng.chat.settings.system_prompt, passages)
     as_json = [{"role": {"system": "system", "human": "user", "ai": "assistant"}[m.type], "content": m.content} for m in msgs]
-    zh = chat.cjk_share(q.text) >= 0.3
-    refusal = chat.REFUSAL_ZH if zh else chat.REFUSAL_EN
+    zh = cjk_share(q.text) >= 0.3
+    refusal = REFUSAL_ZH if zh else REFUSAL_EN
     starts = (refusal[:2].casefold(), refusal.split()[0].casefold())
     answers = 1 - first_token(server, as_json, starts)
     ask = (f"问题：{q.text}\n上面的资料是否包含这个问题的答案？只回答“是”或“否”。" if zh else
            f"Question: {q.text}\nDo the sources above contain the answer to this question? Reply only yes or no.")
     content = as_json[-1]["content"]
-    as_json[-1] = {"role": "user", "content": content[: content.index(chat.SOURCES_END) + len(chat.SOURCES_END)] + "\n\n" + ask}
+    as_json[-1] = {"role": "user", "content": content[: content.index(SOURCES_END) + len(SOURCES_END)] + "\n\n" + ask}
     yes = first_token(server, as_json, ("yes", "是"))
     no = first_token(server, as_json, ("no", "否"))
     return answers, yes / (yes + no) if yes + no else 0.5
@@ -104,7 +108,7 @@ def main() -> None:
                                 EVAL_COLLECTION)
         else:
             eng.ingestor.ingest_texts(iter_corpus(args.qa_dir / "corpus.jsonl"), EVAL_COLLECTION)
-        k = eng.chat.source_count(eng.chat.llm_for(chat.ChatOptions()), chat.ChatOptions()) if asked else None
+        k = eng.chat.source_count(eng.chat.llm_for(ChatOptions()), ChatOptions()) if asked else None
         for q in questions:
             hits = [h for h in eng.retriever.search(q.text, filters, k=k) if h.relevant]
             top = hits[0] if hits else None

@@ -59,7 +59,7 @@ SOURCE_WORDS = 40  # about 55 Qwen tokens of this README's English: a prompt of 
 def messages(i: int) -> list[dict]:
     """The i-th prompt, built as ``chat.ChatEngine.prompt`` builds it for four excerpts: the system
     prompt, the worked examples (chat.examples), then the instruction, the sources and the question."""
-    from ragchat.answer.chat import user_message, worked_examples
+    from ragchat.answer.prompt import user_message, worked_examples
     from ragchat.core.settings import ChatSettings
 
     settings = ChatSettings()

@@ -27,7 +27,9 @@ import httpx
 
 from ragchat.eval import answers as answer_eval
 
-from ragchat.answer import chat
+from ragchat.answer.engine import ChatOptions
+from ragchat.answer.events import source_of
+from ragchat.answer.prompt import instruction, user_message, worked_examples
 from ragchat.core.settings import Settings
 from ragchat.engine import Engine
 from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus
@@ -53,7 +55,7 @@ def main() -> None:
         elif not eng.catalog.documents(collections=[EVAL_COLLECTION], status="done"):
             eng.ingestor.ingest_texts(iter_corpus(args.qa_dir / "corpus.jsonl"), EVAL_COLLECTION)
         engine = eng.chat
-        llm = engine.llm_for(chat.ChatOptions())
+        llm = engine.llm_for(ChatOptions())
         server = llm.model.server()
         count = llm.count_tokens
         system = engine.settings.system_prompt
@@ -61,15 +63,15 @@ def main() -> None:
         def examples(question: str) -> int:
             if engine.settings.examples == "off":
                 return 0
-            shown = chat.worked_examples(question, engine.settings.examples == "with-refusal")
-            return sum(count(chat.user_message(q, s)) + count(a) for q, s, a in shown)
+            shown = worked_examples(question, engine.settings.examples == "with-refusal")
+            return sum(count(user_message(q, s)) + count(a) for q, s, a in shown)
 
         def one(q) -> dict:
             t0 = time.perf_counter()
-            hits = [h for h in eng.retriever.search_all([q.text], filters, k=engine.source_count(llm, chat.ChatOptions()))
+            hits = [h for h in eng.retriever.search_all([q.text], filters, k=engine.source_count(llm, ChatOptions()))
                     if h.relevant]
             t1 = time.perf_counter()
-            sources = [chat._source(i + 1, h) for i, h in enumerate(hits)]
+            sources = [source_of(i + 1, h) for i, h in enumerate(hits)]
             passages = engine.passages(q.text, sources, llm)
             t2 = time.perf_counter()
             msgs = engine.prompt(q.text, [], sources, system, passages)
@@ -82,7 +84,7 @@ def main() -> None:
             blocks = "\n\n".join(f"[{s.id}] {p}" for s, p in zip(sources, passages))
             return {"id": q.id, "search_s": t1 - t0, "excerpts_s": t2 - t1, "prompt_eval_s": t3 - t2,
                     "first_token_s": t3 - t0, "system_tokens": count(system), "example_tokens": examples(q.text),
-                    "instruction_tokens": count(chat.instruction(q.text)), "source_tokens": count(blocks) if blocks else 0,
+                    "instruction_tokens": count(instruction(q.text)), "source_tokens": count(blocks) if blocks else 0,
                     "question_tokens": count(q.text), "read_tokens": timings.get("prompt_n"),
                     "cached_tokens": timings.get("cache_n"), "prompt_tok_s": timings.get("prompt_per_second")}
 

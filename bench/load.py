@@ -53,6 +53,8 @@ from pathlib import Path
 
 from common import free_port
 
+from ragchat.eval.stats import percentile
+
 QUESTIONS = [
     "What is this document about?",
     "Summarise the main idea in one sentence.",
@@ -73,14 +75,6 @@ def loopback_url(url: str) -> str:
     if not ok:
         raise SystemExit(f"load.py: {url} is not a loopback address; this script only loads a local app")
     return url if url.endswith("/") else url + "/"
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def _mentions_busy(value) -> bool:
@@ -167,9 +161,9 @@ class Load:
             "api_name": self.args.api_name, "users": self.args.users, "requests": sum(self.outcomes.values()),
             "ok": self.outcomes["ok"], "busy": self.outcomes["busy"], "errors": self.outcomes["error"],
             "error_kinds": dict(self.error_kinds), "wall_s": r(wall), "throughput_per_s": r(done / wall if wall else 0),
-            "p50_s": r(percentile(self.latencies, 0.5)), "p95_s": r(percentile(self.latencies, 0.95)),
+            "p50_s": r(percentile(self.latencies, 50)), "p95_s": r(percentile(self.latencies, 95)),
             "max_s": r(max(self.latencies) if self.latencies else None),
-            "first_update_p50_s": r(percentile(self.first, 0.5)), "first_update_p95_s": r(percentile(self.first, 0.95)),
+            "first_update_p50_s": r(percentile(self.first, 50)), "first_update_p95_s": r(percentile(self.first, 95)),
             "mean_s": r(statistics.fmean(self.latencies) if self.latencies else None),
         }
 

@@ -60,6 +60,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ragchat.eval.stats import percentile
+
 REPO = Path(__file__).resolve().parent.parent
 MAX_CALLS = 20000
 MAX_SECONDS = 600
@@ -94,13 +96,6 @@ def _import_services():
     import services  # tests/services.py: PostgreSQL, the Chroma server and the LLM server
 
     return services
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
 
 
 def tree_cpu(pid: int | None) -> float:
@@ -404,15 +399,15 @@ class Load:
         return {
             "wall_s": round(wall, 1),
             "search": {"ok": o["search_ok"], "errors": o["search_error"], "per_s": round(o["search_ok"] / wall, 2),
-                       "p50_ms": r(percentile(self.search_ms, 0.5)), "p95_ms": r(percentile(self.search_ms, 0.95)),
+                       "p50_ms": r(percentile(self.search_ms, 50)), "p95_ms": r(percentile(self.search_ms, 95)),
                        "mean_ms": r(statistics.fmean(self.search_ms) if self.search_ms else None)},
             "ask": {"ok": o["ask_ok"], "busy": o["ask_busy"], "errors": o["ask_error"],
-                    "first_token_p50_ms": r(percentile(self.ask_first_ms, 0.5)),
-                    "first_token_p95_ms": r(percentile(self.ask_first_ms, 0.95)),
-                    "total_p50_ms": r(percentile(self.ask_total_ms, 0.5))},
+                    "first_token_p50_ms": r(percentile(self.ask_first_ms, 50)),
+                    "first_token_p95_ms": r(percentile(self.ask_first_ms, 95)),
+                    "total_p50_ms": r(percentile(self.ask_total_ms, 50))},
             "upload": {"started": o["upload_started"], "done": o["upload_done"], "errors": o["upload_error"],
                        "per_min": round(60 * o["upload_done"] / wall, 2),
-                       "p50_s": r(percentile(self.uploads, 0.5))},
+                       "p50_s": r(percentile(self.uploads, 50))},
             "cpu": cpu,
             "error_kinds": dict(self.error_kinds),
         }

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -27,11 +26,12 @@ import httpx
 
 from ragchat.eval import answers as answer_eval
 
-from ragchat.answer import chat
+from ragchat.answer.engine import ChatOptions
 from ragchat.core.settings import MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
 from ragchat.embed.embedder import build_embedder
 from ragchat.engine import Engine
 from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus
+from ragchat.eval.stats import percentile
 from ragchat.retrieve.search import Filters
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     times: dict[str, list[float]] = {"gemma": [], "llm yes/no": []}
     with Engine(settings) as eng:
         eng.ingestor.ingest_texts(iter_corpus(args.qa_dir / "corpus.jsonl"), EVAL_COLLECTION)
-        server = eng.chat.llm_for(chat.ChatOptions()).model.server()
+        server = eng.chat.llm_for(ChatOptions()).model.server()
         for q in questions:
             passages = [h.text for h in eng.retriever.search(q.text, Filters(collections=[EVAL_COLLECTION]), k=args.c)]
             t = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
     result = {"candidates": args.c, "questions": len(questions)}
     for name, xs in times.items():
         xs.sort()
-        result[name] = {"p50_s": round(statistics.median(xs), 2), "p95_s": round(xs[int(0.95 * (len(xs) - 1))], 2)}
+        result[name] = {"p50_s": round(percentile(xs, 50), 2), "p95_s": round(percentile(xs, 95), 2)}
         print(f"{name}: p50 {result[name]['p50_s']:.2f} s, p95 {result[name]['p95_s']:.2f} s per query")
     print(json.dumps(result))
 

@@ -91,7 +91,7 @@ def settings_for(store: Path, backend: str | None):
 
 
 def builtin_server(engine):
-    from ragchat.answer.chat import ChatOptions
+    from ragchat.answer.engine import ChatOptions
 
     return engine.llm_for(ChatOptions()).model.server()
 
@@ -129,7 +129,8 @@ def engine_ttft(engine, question: str) -> dict:
 
 def prompt_tokens(engine, question: str) -> int:
     """Tokens of the prompt the built-in model gets for this question, as its own template renders them."""
-    from ragchat.answer.chat import ChatOptions, _source
+    from ragchat.answer.engine import ChatOptions
+    from ragchat.answer.events import source_of as _source
 
     hits = [h for h in engine.retriever.search(question, k=4) if h.relevant]
     sources = [_source(i + 1, h) for i, h in enumerate(hits)]

@@ -18,9 +18,10 @@ import pytest
 from conftest import child_env
 from ollama_fake import FakeOllama
 from ragchat.eval.answers import (
-    Question, answer_groups, groups_found, percentile, rouge_l_recall, sample, score, strip_citations, tokens,
+    Question, answer_groups, groups_found, rouge_l_recall, sample, score, strip_citations, tokens,
 )
-from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND
+from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
+from ragchat.eval.stats import percentile
 from ragchat.answer.refusal import is_refusal
 
 QA_SMALL = Path(__file__).parent / "fixtures" / "qa_small"

@@ -32,7 +32,8 @@ from starlette.routing import Mount
 from conftest import child_env, TEST_MODEL, AppServer, make_settings
 from ollama_fake import FakeOllama
 from ragchat import auth
-from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND, MarkdownStream, sanitize_markdown
+from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
+from ragchat.answer.sanitize import MarkdownStream, safe_markdown as sanitize_markdown
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
 

@@ -13,8 +13,11 @@ import pytest
 from conftest import PDFS, TEST_MODEL
 from ollama_fake import FakeOllama
 
-import ragchat.answer.chat as chat_module
-from ragchat.answer.chat import AUTO_SOURCE_TOKENS, SOURCES_BEGIN, SOURCES_END, ChatEngine, Source, cite, excerpt
+import ragchat.answer.engine as chat_module
+from ragchat.answer.citations import cite
+from ragchat.answer.engine import AUTO_SOURCE_TOKENS, ChatEngine
+from ragchat.answer.events import Source
+from ragchat.answer.prompt import SOURCES_BEGIN, SOURCES_END, excerpt
 from ragchat.core.settings import LLMSettings, load_settings
 from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import collect

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import make_settings
-from ragchat.answer.chat import ChatEngine, ChatOptions
+from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.engine import Engine
 from ragchat.core.errors import BusyError
 from ragchat.ingest.pipeline import collect

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from conftest import PDFS, make_settings
-from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND, ChatOptions
+from ragchat.answer.engine import ChatOptions
+from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 from ragchat.embed.embedder import bundled_model_path
 from ragchat.engine import Engine
 from ragchat.core.errors import EmbeddingModelMismatch, StoreError

@@ -4,7 +4,8 @@ built-in model): an unrelated question after a refusal is searched as itself."""
 
 import pytest
 
-from ragchat.answer.chat import NOT_FOUND, NOT_FOUND_ZH, repeated_tail
+from ragchat.answer.guards import repeated_tail
+from ragchat.answer.replies import NOT_FOUND, NOT_FOUND_ZH
 from ragchat.answer.followup import clean_answer, depends_on_previous, history_for_prompt
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from ollama_fake import FakeOllama
 
-from ragchat.answer.chat import ChatEngine
+from ragchat.answer.engine import ChatEngine
 from ragchat.core.settings import LLMSettings
 from ragchat.answer.grounding import UNSUPPORTED, UNSUPPORTED_ZH, check, sentences, support
 from ragchat.ingest.pipeline import collect

@@ -21,7 +21,10 @@ import pytest
 from ollama_fake import FakeOllama
 
 from conftest import make_settings
-from ragchat.answer.chat import SOURCES_BEGIN, SOURCES_END, ChatEngine, ChatOptions, SecretFilter, sanitize_markdown
+from ragchat.answer.engine import ChatEngine, ChatOptions
+from ragchat.answer.guards import SecretFilter
+from ragchat.answer.prompt import SOURCES_BEGIN, SOURCES_END
+from ragchat.answer.sanitize import safe_markdown
 from ragchat.core.settings import LLMSettings
 from ragchat.engine import Engine
 from ragchat.ingest.pipeline import collect
@@ -163,8 +166,56 @@ def test_obedient_model_is_neutralised_end_to_end(eng):
     ("<b>bold</b>", "&lt;b>bold&lt;/b>"),
 ])
 def test_sanitize_markdown(text, expected):
-    assert sanitize_markdown(text) == expected
-    assert_no_live_links(sanitize_markdown(text).replace("`![x](http://e.x)`", "").split("```")[0])
+    assert safe_markdown(text) == expected
+    assert_no_live_links(safe_markdown(text).replace("`![x](http://e.x)`", "").split("```")[0])
+
+
+TRICKS = [
+    "[x](javascript:alert(1)) and [y](JaVaScRiPt:alert(1))",
+    "<script>alert(document.cookie)</script>",
+    "<img src=x onerror=alert(1)> and <IMG SRC=http://evil.example/p.png>",
+    "![x](data:image/png;base64,iVBORw0KGgo=) [d](data:text/html;base64,PHNjcmlwdD4=)",
+    "[x](http&#58;//evil.example/a) ![y](&#104;ttp://evil.example/p.png) [z](&#x6A;avascript:alert(1))",
+    "[r]:\n  http://evil.example/ref\n\nsee [a][r] and [r]",
+    "[![a](http://evil.example/i.png)](http://evil.example/l)",
+    "[x](<http://evil.example/a b>) and [y](\nhttp://evil.example/nl)",
+    "mail <someone@evil.example> or <!-- a comment --> or <?php x ?>",
+    "![x](//evil.example/p.png) ![Y](HTTPS://EVIL.EXAMPLE/P.PNG)",
+    "*[em](http://evil.example/e)* **![b](http://evil.example/b.png)** > [q](http://evil.example/q)",
+    "- [item](http://evil.example/i)\n\n| [cell](http://evil.example/c) | x |\n|---|---|",
+]
+
+
+@pytest.mark.parametrize("text", TRICKS)
+def test_safe_markdown_leaves_nothing_live_for_a_commonmark_renderer(text):
+    import markdown_it
+
+    out = safe_markdown(text)
+    html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(out).lower()
+    for tag in ("<img", "<a ", "<script", "<svg", "<iframe", "<!--"):
+        assert tag not in html, (out, html)
+    assert_no_live_links(out)
+
+
+@pytest.mark.parametrize("text", TRICKS)
+def test_markdown_stream_leaves_nothing_live(text):
+    import markdown_it
+
+    from ragchat.answer.sanitize import MarkdownStream
+
+    stream = MarkdownStream()
+    out = "".join(stream.feed(c) for c in text) + stream.flush()
+    html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(out).lower()
+    assert "<img" not in html and "<a " not in html and "<script" not in html, (out, html)
+
+
+def test_safe_markdown_is_stable_when_applied_again():
+    """The page applies it to answers the engine already made safe: a second pass changes nothing."""
+    texts = [f"![x]({ATTACKER}) [a](//evil.example/p) <b>bold</b> [1] `code` [ok](#top)",
+             "[r]: https://attacker.example/ref\n\n中文回答[1]。<https://attacker.example/auto>"]
+    for text in texts:
+        once = safe_markdown(text)
+        assert safe_markdown(once) == once
 
 
 def test_secret_filter_catches_a_canary_split_across_pieces():

@@ -19,7 +19,7 @@ import pytest
 from ollama_fake import FakeOllama
 
 from conftest import make_settings
-from ragchat.answer.chat import ChatEngine, ChatOptions
+from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.core.settings import LLMSettings
 from ragchat.engine import Engine
 from ragchat.ingest.pipeline import SourceFile

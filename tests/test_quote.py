@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ollama_fake import FakeOllama
 
-from ragchat.answer.chat import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NOT_ANSWERED, REFUSAL_EN, REFUSAL_ZH, ChatEngine
+from ragchat.answer.engine import ChatEngine
+from ragchat.answer.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, NOT_ANSWERED, REFUSAL_EN, REFUSAL_ZH
 from ragchat.core.settings import LLMSettings
 from ragchat.answer.grounding import UNSUPPORTED
 from ragchat.ingest.pipeline import collect

@@ -29,7 +29,7 @@ from starlette.routing import Mount
 
 from conftest import child_env, TEST_MODEL, AppServer, make_settings
 from ragchat import auth
-from ragchat.answer.chat import NO_DOCUMENTS, NOT_FOUND
+from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
 

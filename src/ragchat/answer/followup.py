@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ragchat.core.text import analyze, cjk_share, question_terms
+from ragchat.core.text import CITATION, analyze, cjk_share, question_terms
 from ragchat.answer.refusal import is_refusal
 
 _EN_OPENERS = re.compile(
@@ -49,7 +49,7 @@ _ZH_TRAILING = re.compile(r"呢\s*[？?]?\s*$")
 _EN_THEY = re.compile(r"they|them|their|theirs", re.I)
 ANTECEDENT = 2  # terms before an English pronoun that it can point to instead of the previous turn
 SELF_CONTAINED = 4  # terms that make an English "they" generic
-_MARKER = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]")
+_MARKER = re.compile(r"\s*" + CITATION)
 _QUOTE_LINE = re.compile(r"^\s*>.*$", re.M)
 
 

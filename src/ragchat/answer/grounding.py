@@ -23,8 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from ragchat.core.text import analyze
+from ragchat.answer.refusal import is_refusal
 from ragchat.answer.replies import chinese
+from ragchat.core.text import CITATION, analyze, sentence_spans
 
 UNSUPPORTED = "[not supported by the documents]"
 UNSUPPORTED_ZH = "[资料中没有依据]"  # the mark of a Chinese sentence
@@ -32,14 +33,10 @@ UNSUPPORTED_RE = re.compile(r"\s*(?:" + re.escape(UNSUPPORTED) + "|" + re.escape
 THRESHOLD = 0.6  # share of a sentence's content terms found in a source (bench/grounding.py)
 MIN_TERMS = 3
 
-_CITE = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]")
+_CITE = re.compile(r"\s*" + CITATION)
 _IDS = re.compile(r"\d{1,3}")
-# Sentence ends: . ! ? before a space and a word that does not start in lower case ("e.g. the" stays
-# whole) or a citation marker (it belongs to the sentence before), Chinese ones, and line breaks.
-_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?![\[【]\s*\d)(?=[^\sa-z])|(?<=[。！？；])(?!\s*[\[【]\s*\d)|\n+")
 _END = re.compile(r"[.!?。！？；:：]*$")
-_MARKS = r"[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]"
-_MARKS_AFTER_END = re.compile(r"([.!?。！？])[ \t]*(" + _MARKS + r"(?:[ \t]*" + _MARKS + r")*)")
+_MARKS_AFTER_END = re.compile(r"([.!?。！？])[ \t]*(" + CITATION + r"(?:[ \t]*" + CITATION + r")*)")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
@@ -86,21 +83,16 @@ def support(sentence: str, source_text: str, source_terms: set[str] | None = Non
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of an answer, with the citation markers that follow it."""
-    spans, start = [], 0
-    for m in _BOUNDARY.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    spans.append((start, len(text)))
-    return [(a, b) for a, b in spans if text[a:b].strip()]
+    """(start, end) of each sentence of an answer, with the citation markers that follow it: it ends at
+    . ! ? before a space and a word that does not start in lower case ("e.g. the" stays whole), at a
+    Chinese end mark (the space after it begins the next sentence), and at every line break."""
+    return sentence_spans(text, cites_follow=True, cjk_space=False, lines="any")
 
 
 def check(text: str, sources: Sequence, threshold: float = THRESHOLD, question: str = "") -> tuple[str, list[Verdict]]:
     """The answer with its citations checked (moved, removed, or the sentence marked UNSUPPORTED),
     and a verdict for each sentence. ``sources``: objects with ``id`` and ``text``; the numbers of
     ``question`` need not be in a source."""
-    from ragchat.answer.refusal import is_refusal
-
     text = _MARKS_AFTER_END.sub(lambda m: " " + m.group(2) + m.group(1), text)  # "end. [1]" -> "end [1]."
     by_id = {s.id: s for s in sources}
     terms = {s.id: set(analyze(s.text)) for s in sources}

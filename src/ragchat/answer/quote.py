@@ -19,11 +19,10 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence, TypeVar
 
-from ragchat.core.text import CLAUSE_END, SENTENCE_END, WORD, analyze
+from ragchat.core.text import CITATION_RE, CLAUSE_END, WORD, analyze, sentences
 
 T = TypeVar("T")
 REDUNDANT = 0.8  # share of the quote's terms already in the answer above which the quote adds nothing
-_CITATION_LIKE = re.compile(r"[\[【]\s*(\d{1,3}(?:\s*[,，;]\s*\d{1,3})*)\s*[\]】]")  # a document's own "[12]"
 
 
 def words(text: str) -> int:
@@ -33,9 +32,7 @@ def words(text: str) -> int:
 def _units(text: str, budget: int) -> list[str]:
     """The text's sentences; one longer than the budget is split at clause marks, else cut by words."""
     out: list[str] = []
-    for sentence in (s.strip() for s in SENTENCE_END.split(text)):
-        if not sentence:
-            continue
+    for sentence in sentences(text):
         if words(sentence) <= budget:
             out.append(sentence)
             continue
@@ -103,5 +100,5 @@ def redundant(quote: str, answer: str) -> bool:
 def markdown(quote: str, source_id: int) -> str:
     """The quote as a Markdown block quote that cites its source. The document's own bracketed
     numbers ("[12]" in a paper) become "(12)", so they are never taken for ragchat's citations."""
-    text = " ".join(_CITATION_LIKE.sub(r"(\1)", quote).split())
+    text = " ".join(CITATION_RE.sub(lambda m: "(" + m.group()[1:-1].strip() + ")", quote).split())
     return f"> {text} [{source_id}]"

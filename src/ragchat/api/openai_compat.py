@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragchat.api.common import OPENAI_PREFIX, AnswerRun, ApiError, scoped_filters, source_json
 from ragchat.auth import current_user
-from ragchat.answer.chat import ChatOptions, MarkdownStream
+from ragchat.answer.engine import ChatOptions
+from ragchat.answer.sanitize import MarkdownStream
 
 MODEL = "ragchat"
 

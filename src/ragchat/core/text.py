@@ -13,18 +13,24 @@ import re
 import threading
 from functools import lru_cache
 
-_CJK_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_RUN = re.compile(f"[{_CJK_RANGE}]+|[^\\W_{_CJK_RANGE}]+")
-_CJK = re.compile(f"[{_CJK_RANGE}]")
+# Han characters, the one range every module uses: CJK Extension A, Unified Ideographs, Compatibility Ideographs.
+CJK_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_RUN = re.compile(f"[{CJK_RANGE}]+|[^\\W_{CJK_RANGE}]+")
+_CJK = re.compile(f"[{CJK_RANGE}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
-# Splitting text for the reader (excerpts, quotes), not for the index. Sentence ends: . ! ? before a
-# space and a word that does not start in lower case ("e.g. the" stays whole), Chinese ones anywhere,
-# and blank lines. Clause ends split a sentence too long to keep whole. A word: one Chinese
-# character, or a run of anything else but spaces.
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^\sa-z])|(?<=[。！？；])\s*|\n\s*\n")
+# Splitting text for the reader (excerpts, quotes, chunks, answer sentences), not for the index.
+# Clause ends split a sentence too long to keep whole. A word: one Chinese character, or a run of
+# anything else but spaces.
 CLAUSE_END = re.compile(r"[,;:](?=\s)|[，：、]")
-WORD = re.compile(f"[{_CJK_RANGE}]|[^\\s{_CJK_RANGE}]+")
+WORD = re.compile(f"[{CJK_RANGE}]|[^\\s{CJK_RANGE}]+")
+
+# A citation marker: [1], [1, 2], 【3】 (numbers of at most three digits).
+CITATION = r"[\[【]\s*\d{1,3}(?:\s*[,，;]\s*\d{1,3})*\s*[\]】]"
+CITATION_RE = re.compile(CITATION)
+_CITATION_START = r"[\[【]\s*\d"
+_CLOSERS_LATIN = "[\"'”’)\\]]*"
+_CLOSERS_CJK = "[”’」』）)]*"
 
 ENGLISH_STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between
@@ -45,6 +51,56 @@ QUESTION_WORDS = frozenset(
     "mani much 多少 几 现在 目前 如今 请问 哪里 哪儿 哪 何时 什么时候 哪年 哪一年 多久 多大 多长 多高 为何 怎么样 介绍 一下 "
     "告诉 具体 主要 分别 大概 大约".split()
 )
+
+@lru_cache(maxsize=None)
+def _sentence_end(space_after: bool, lower_continues: bool, closers: bool, cjk_ends: str, cjk_space: bool,
+                  cites_follow: bool, lines: str) -> re.Pattern[str]:
+    """The break between two sentences, for ``sentence_spans``'s rules."""
+    if not space_after:  # after every run of end marks, but not inside "7.0"
+        ends = ".!?" + cjk_ends
+        latin = f"(?<=[{ends}])(?![{ends}])(?!(?<=\\d\\.)\\d)"
+        cjk = None
+    else:
+        latin = (r"(?<=[.!?])" + (_CLOSERS_LATIN if closers else "") + r"\s+"
+                 + (f"(?!{_CITATION_START})" if cites_follow else "") + (r"(?=[^\sa-z])" if lower_continues else ""))
+        cjk = (f"(?<=[{cjk_ends}])" + (_CLOSERS_CJK if closers else "") + (r"\s*" if cjk_space else "")
+               + (f"(?!\\s*{_CITATION_START})" if cites_follow else ""))
+    line = {"blank": r"\n\s*\n", "any": r"\n+"}[lines]
+    return re.compile("|".join(p for p in (latin, cjk, line) if p))
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None, *, space_after: bool = True,
+                   lower_continues: bool = True, closers: bool = False, cjk_ends: str = "。！？；",
+                   cjk_space: bool = True, cites_follow: bool = False, lines: str = "blank",
+                   keep_break: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of ``text[start:end]``, blank ones left out. The one sentence rule,
+    with what each reader needs as a keyword:
+
+    - ``space_after``: . ! ? end a sentence only before white space (False: after every run of end
+      marks, "7.0" excepted: the answer sentences that get a citation added);
+    - ``lower_continues``: a word in lower case after the end continues the sentence ("e.g. the");
+    - ``closers``: closing quotes and brackets after the end belong to the sentence (chunks);
+    - ``cjk_ends``: marks that end a sentence with no space after them;
+    - ``cjk_space``: white space after those marks is part of the break (False: it begins the next sentence);
+    - ``cites_follow``: a citation marker after the end belongs to the sentence before it (grounding);
+    - ``lines``: "blank" (a blank line ends a sentence) or "any" (every line break does);
+    - ``keep_break``: each sentence runs to the end of the break after it (chunks: no text is lost).
+    """
+    end = len(text) if end is None else end
+    pattern = _sentence_end(space_after, lower_continues, closers, cjk_ends, cjk_space, cites_follow, lines)
+    spans, pos = [], start
+    for m in pattern.finditer(text, start, end):
+        if m.end() > pos:
+            spans.append((pos, m.end() if keep_break else m.start()))
+            pos = m.end()
+    spans.append((pos, end))
+    return [(a, b) for a, b in spans if text[a:b].strip()]
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a text, stripped, for excerpts and quotes."""
+    return [text[a:b].strip() for a, b in sentence_spans(text)]
+
 
 _jieba_lock = threading.Lock()
 

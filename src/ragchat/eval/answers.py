@@ -41,18 +41,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ragchat.core.settings import Settings
-from ragchat.core.errors import RagchatError
-from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus, load_qrels
 from ragchat.answer.followup import strip_markers, without_quotes
 from ragchat.answer.refusal import is_refusal
 from ragchat.answer.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
+from ragchat.core.errors import RagchatError
+from ragchat.core.settings import Settings
+from ragchat.core.text import CJK_RANGE
+from ragchat.engine import Engine
+from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus, load_qrels
+from ragchat.eval.stats import percentile
+from ragchat.ingest.pipeline import collect
+from ragchat.retrieve.search import Filters
 
 ROUGE_THRESHOLD = 0.5
 SEED = 0
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
+_TOKEN = re.compile(f"[{CJK_RANGE}]|[^\\W{CJK_RANGE}]+")
 
 
 # ---- scoring: pure functions ----------------------------------------------------------------------
@@ -273,17 +277,6 @@ def is_gold(label: str, gold: set[str]) -> bool:
 # ---- figures ---------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear interpolation between the closest ranks (numpy's default); None for no values."""
-    if not values:
-        return None
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 def _share(hits: int, total: int) -> float | None:
     return round(hits / total, 4) if total else None
 
@@ -373,10 +366,6 @@ def print_table(res: dict) -> None:
 def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_json: bool = False,
                     store: Path | None = None, limit: int | None = None, details: Path | None = None,
                     conversation: bool = False, files: Path | None = None) -> int:
-    from ragchat.engine import Engine
-    from ragchat.ingest.pipeline import collect
-    from ragchat.retrieve.search import Filters
-
     questions = sample(load_questions(beir_dir, split, files=files is not None), limit)
     filters = Filters(collections=[EVAL_COLLECTION])
     label = page_label if files is not None else (lambda s: s.source)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from ragchat.core.settings import Settings
 from ragchat.core.errors import RagchatError
+from ragchat.core.settings import Settings
+from ragchat.engine import Engine
+from ragchat.eval.stats import percentile
 
 EVAL_COLLECTION = "beir"
 
@@ -77,8 +78,6 @@ def doc_ranking(hits) -> list[str]:
 
 def run_eval(settings: Settings, beir_dir: Path, split: str = "test", mode: str | None = None, as_json: bool = False,
              store: Path | None = None, limit: int | None = None) -> int:
-    from ragchat.engine import Engine
-
     qrels_path = beir_dir / "qrels" / f"{split}.tsv"
     for p in (beir_dir / "corpus.jsonl", beir_dir / "queries.jsonl", qrels_path):
         if not p.is_file():
@@ -116,8 +115,8 @@ def run_eval(settings: Settings, beir_dir: Path, split: str = "test", mode: str 
     result = {
         "ndcg@10": round(sum(ndcg) / n, 4), "recall@100": round(sum(recall) / n, 4), "mrr@10": round(sum(mrr) / n, 4),
         "queries": len(qids), "docs": docs, "chunks": chunks, "mode": mode, "ingest_s": round(ingest_s, 2),
-        "query_ms_p50": round(statistics.median(lat), 2) if lat else 0.0,
-        "query_ms_p95": round(sorted(lat)[int(0.95 * (len(lat) - 1))], 2) if lat else 0.0,
+        "query_ms_p50": round(percentile(lat, 50), 2) if lat else 0.0,
+        "query_ms_p95": round(percentile(lat, 95), 2) if lat else 0.0,
     }
     print(f"{beir_dir.name} ({split}), mode {mode}: {result['queries']} queries over {docs} documents")
     print(f"  nDCG@10     {result['ndcg@10']:.4f}")

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from ragchat.core.text import CJK_RANGE, sentence_spans
 from ragchat.store.records import Chunk
 
 
@@ -32,10 +33,8 @@ class Tokenizer(Protocol):
         """Character span of every token of text."""
 
 
-# A sentence ends after terminal punctuation (plus closing quotes/brackets), or at a blank line.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|(?<=[。！？；!?])[”’」』）)]*\s*|\n\s*\n")
 _CLAUSE_END = re.compile(r"(?<=[，、,;；:：])\s*|\n")
-_CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_CJK_CHAR = re.compile(f"[{CJK_RANGE}]")
 _LINE_END = re.compile(r"\n")
 _TABLE_ROW = re.compile(r"[ \t]*\|.*\|[ \t]*$")
 _TABLE_SEPARATOR = re.compile(r"[ \t]*\|(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*$")
@@ -84,6 +83,13 @@ def _split(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[tu
     return spans
 
 
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Sentences with the break after them (no text is lost): a sentence ends after terminal
+    punctuation, plus closing quotes or brackets, before any word (! ? and Chinese marks need no
+    space after them), or at a blank line."""
+    return sentence_spans(text, start, end, lower_continues=False, closers=True, cjk_ends="。！？；!?", keep_break=True)
+
+
 def _units(text: str, tok: Tokenizer, limit: int, tables: Sequence[Table] = (), row_limits: Sequence[int] = ()) -> list[tuple[int, int, int]]:
     """(start, end, tokens) pieces that tile the text in order. Outside tables a piece is a sentence
     of at most `limit` tokens; inside a table it is the header with its separator, or one row of at
@@ -91,11 +97,11 @@ def _units(text: str, tok: Tokenizer, limit: int, tables: Sequence[Table] = (), 
     pieces: list[tuple[int, int, int]] = []  # (start, end, limit)
     pos = 0
     for t, row_limit in zip(tables, row_limits):
-        pieces += [(a, b, limit) for a, b in _split(text, pos, t.start, _SENTENCE_END)]
+        pieces += [(a, b, limit) for a, b in _sentences(text, pos, t.start)]
         pieces.append((t.start, t.body, limit))
         pieces += [(a, b, row_limit) for a, b in _split(text, t.body, t.end, _LINE_END)]
         pos = t.end
-    pieces += [(a, b, limit) for a, b in _split(text, pos, len(text), _SENTENCE_END)]
+    pieces += [(a, b, limit) for a, b in _sentences(text, pos, len(text))]
     out: list[tuple[int, int, int]] = []
     counts = tok.count([text[s:e] for s, e, _ in pieces])
     for (s, e, most), n in zip(pieces, counts):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ragchat.core.access import owned_collection
-from ragchat.core.text import analyze
+from ragchat.core.text import CJK_RANGE, analyze
 from ragchat.core.errors import LoadError
 from ragchat.ingest.chunking import chunk_id, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
@@ -116,7 +116,7 @@ def safe_name(name: str) -> str:
     control characters or NUL."""
     name = name.replace("\\", "/").split("/")[-1]
     name = re.sub(r"[\x00-\x1f\x7f]", "", name)
-    name = re.sub(r"[^\w.\-() \u4e00-\u9fff]", "_", name).strip(" .")
+    name = re.sub(f"[^\\w.\\-() {CJK_RANGE}]", "_", name).strip(" .")
     return name[:150] or "file"
 
 

@@ -4,95 +4,24 @@ Nothing here imports Gradio or touches the engine, so every function is easy to 
 
 Two rules hold everywhere:
 - Text that comes from documents, file names or the LLM is escaped before it goes into HTML.
-- Answer Markdown is defused before display (``safe_markdown``): images, links, autolinks, bare
-  URLs and raw HTML become plain text that shows the URL, so an answer steered by a planted
-  document cannot make the browser fetch ``https://evil.example/?q=secret``. Code, tables and
-  math are kept.
+- Markdown from answers, questions and notices goes through ``answer.sanitize.safe_markdown`` (the
+  one sanitizer, here with bare URLs too) before display: external images and links, autolinks,
+  bare URLs and raw HTML become plain text that shows the URL, so an answer steered by a planted document cannot make the browser
+  fetch ``https://evil.example/?q=secret``. Code, tables and math are kept.
 """
 
 from __future__ import annotations
 
 import html
-import re
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
-# ---- answer Markdown ----------------------------------------------------------------------------
-
-# Pieces that are left alone: fenced code blocks, inline code spans, display and inline math.
-_PROTECTED = re.compile(
-    r"(?P<fence>^[ \t]{0,3}(?P<tick>`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}(?P=tick)[ \t]*$|\Z))"
-    r"|(?P<code>(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`))"
-    r"|(?P<math>\$\$.+?\$\$|\\\[.+?\\\]|\\\(.+?\\\))",
-    re.S | re.M,
-)
-_URL_CHARS = r"[^\s<>()\[\]`'\"\u3000-\u303f\uff00-\uffef]"  # CJK punctuation ends a URL
-_DEFUSE = re.compile(
-    r"(?P<image>!\[(?P<alt>[^\]\n]*)\]\(\s*<?(?P<isrc>[^)\s>]*)>?(?:\s+[\"'(][^\n)]*[\"')])?\s*\))"
-    r"|(?P<link>\[(?P<label>[^\]\n]*)\]\(\s*<?(?P<href>[^)\s>]*)>?(?:\s+[\"'(][^\n)]*[\"')])?\s*\))"
-    r"|(?P<refdef>^[ \t]{0,3}\[(?P<refname>[^\]\n]+)\]:[ \t]*<?(?P<refurl>[^\s>]+)>?[^\n]*$)"
-    r"|(?P<auto><(?P<autourl>(?:[a-zA-Z][a-zA-Z0-9+.-]{1,31}:|www\.)[^\s>]*)>)"
-    r"|(?P<bare>\b(?:(?:https?|ftp|file|data|javascript):|www\.)" + _URL_CHARS + r"+)"
-    r"|(?P<brk>\]\()"
-    r"|(?P<lt><)",
-    re.M | re.I,
-)
-
-
-def _code(text: str) -> str:
-    """An inline code span that shows text literally (never a live link)."""
-    text = text.replace("`", "%60").replace("\n", " ").strip()
-    return f"`{text}`" if text else ""
-
-
-def _plain(text: str) -> str:
-    """Link or image text as plain words: no brackets, backticks or HTML that could start markup."""
-    return re.sub(r"[\[\]()<>`]", " ", text).strip()
-
-
-def _defuse_text(text: str) -> str:
-    def repl(m: re.Match[str]) -> str:
-        if m.group("image") is not None:
-            alt, src = _plain(m.group("alt")), m.group("isrc").strip()
-            label = f'image "{alt}"' if alt else "image"
-            return f"{label}: {_code(src)}" if src else label
-        if m.group("link") is not None:
-            label, href = _plain(m.group("label")), m.group("href").strip()
-            if not href or href == label:
-                return _code(href) if href else label
-            return f"{_defuse_text(label)} ({_code(href)})"
-        if m.group("refdef") is not None:
-            return f"{_plain(m.group('refname'))}: {_code(m.group('refurl'))}"
-        if m.group("auto") is not None:
-            return _code(m.group("autourl"))
-        if m.group("bare") is not None:
-            url = m.group("bare")
-            trail = re.search(r"[.,;:!?]+$", url)  # sentence punctuation is not part of the URL
-            if trail:
-                return _code(url[: trail.start()]) + trail.group()
-            return _code(url)
-        if m.group("brk") is not None:
-            return "] ("  # what is left of a link that did not parse above can never become one
-        return "&lt;"
-
-    return _DEFUSE.sub(repl, text)
-
+from ragchat.answer import sanitize
 
 def safe_markdown(text: str) -> str:
-    """Answer Markdown with nothing that the browser would fetch or follow.
-
-    Images and links become their text plus the URL as inline code; autolinks and bare URLs become
-    inline code; raw HTML is escaped. Fenced code, inline code and math pass through unchanged
-    (code is shown literally by the renderer; ``<`` in math is escaped, which KaTeX reads back).
-    """
-    out, pos = [], 0
-    for m in _PROTECTED.finditer(text):
-        out.append(_defuse_text(text[pos : m.start()]))
-        piece = m.group()
-        out.append(piece.replace("<", "&lt;") if m.group("math") else piece)
-        pos = m.end()
-    out.append(_defuse_text(text[pos:]))
-    return "".join(out)
+    """Markdown as the page shows it: ``answer.sanitize.safe_markdown`` with bare URLs as code too
+    (Gradio's Chatbot renders GitHub-flavoured Markdown, which links them)."""
+    return sanitize.safe_markdown(text, bare_urls=True)
 
 
 # ---- small formatting helpers ---------------------------------------------------------------
