@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ragchat.eval.stats import percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SCIFACT = SHARED / "data" / "beir" / "scifact"
@@ -183,11 +185,6 @@ def disk_mb(store: Path) -> float:
     return total / 1e6
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", type=int, required=True, help="chunks in the store (rounded up to a multiple of 10,000)")
@@ -273,13 +270,13 @@ def main() -> None:
     print(f"{'queries':<28}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
     for name, xs in (("all", every), ("no filter", lat), ("collection filter", lat_f)):
         if xs:
-            print(f"{name:<28}{len(xs):>5}{pct(xs, 50):>9.1f}{pct(xs, 95):>9.1f}{pct(xs, 99):>9.1f}{statistics.mean(xs):>9.1f}")
+            print(f"{name:<28}{len(xs):>5}{percentile(xs, 50):>9.1f}{percentile(xs, 95):>9.1f}{percentile(xs, 99):>9.1f}{statistics.mean(xs):>9.1f}")
     print("stages (second pass, no filter):")
     for k, xs in stages.items():
-        print(f"  {k:<26}{len(xs):>5}{pct(xs, 50):>9.1f}{pct(xs, 95):>9.1f}{pct(xs, 99):>9.1f}{statistics.mean(xs):>9.1f}")
+        print(f"  {k:<26}{len(xs):>5}{percentile(xs, 50):>9.1f}{percentile(xs, 95):>9.1f}{percentile(xs, 99):>9.1f}{statistics.mean(xs):>9.1f}")
     print(f"RSS after opening {rss_open:.0f} MB, after the queries {rss:.0f} MB; store on disk {disk:.0f} MB")
-    print(json.dumps({"chunks": n_chunks, "p50_ms": round(pct(every, 50), 2), "p95_ms": round(pct(every, 95), 2),
-                      "p99_ms": round(pct(every, 99), 2), "rss_mb": round(rss, 1), "disk_mb": round(disk, 1)}))
+    print(json.dumps({"chunks": n_chunks, "p50_ms": round(percentile(every, 50), 2), "p95_ms": round(percentile(every, 95), 2),
+                      "p99_ms": round(percentile(every, 99), 2), "rss_mb": round(rss, 1), "disk_mb": round(disk, 1)}))
 
 
 if __name__ == "__main__":
