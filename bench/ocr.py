@@ -67,7 +67,7 @@ def main() -> int:
 
     from pypdf import PdfReader
 
-    from ragchat.ingest.loaders import _clean_pdf_text
+    from ragchat.ingest.formats.pdf import clean_pdf_text
     from ragchat.ingest.ocr import PageReader, languages
     from ragchat.ingest.rendering import PdfPages
 
@@ -93,7 +93,7 @@ def main() -> int:
         ocr = PageReader()
         with rendered:
             for number in range(1, min(args.pages, len(reader.pages)) + 1):
-                layer_text = _clean_pdf_text(reader.pages[number - 1].extract_text() or "")
+                layer_text = clean_pdf_text(reader.pages[number - 1].extract_text() or "")
                 layer = squash(layer_text)
                 start = time.perf_counter()
                 image = rendered.render(number)

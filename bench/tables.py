@@ -13,7 +13,7 @@ the folder given.
 The PDFs are ingested twice by the app's own code (``Engine(settings).ingestor.ingest``, the
 configured embedder and chunking), each time into an empty temporary store: once with
 ``ingest.pdf_tables = false`` (pypdf's text, as before) and once with ``true`` (ruled tables as
-Markdown rows, ``ragchat.ingest.pdf_tables``). Then every question goes through
+Markdown rows, ``ragchat.ingest.formats.pdf_tables``). Then every question goes through
 ``Retriever.search`` (the default hybrid retrieval, 10 hits) in both stores.
 
 A hit is a retrieved chunk of the right document, on the right page, whose text holds the answer

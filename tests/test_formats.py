@@ -14,10 +14,12 @@ import pytest
 import samples
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
-from ragchat.ingest import loaders
+from ragchat.ingest import detect
+from ragchat.ingest.detect import detect_kind
+from ragchat.ingest.formats import csv as csv_format
+from ragchat.ingest.formats.table import markdown_table
 from ragchat.ingest.isolation import IsolatedLoader
-from ragchat.ingest.loaders import detect_kind, load
-from ragchat.ingest.office import markdown_table
+from ragchat.ingest.loaders import load
 
 
 def expect_error(path, reason: str) -> LoadError:
@@ -183,7 +185,7 @@ def test_zip_bomb_in_a_docx_is_refused_from_the_directory(tmp_path):
 
 
 def test_a_real_high_ratio_member_is_refused_before_unpacking(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "ZIP_MAX_MEMBER", 8 * 2**20)  # so that a 16 MB bomb is enough here
+    monkeypatch.setattr(detect, "ZIP_MAX_MEMBER", 8 * 2**20)  # so that a 16 MB bomb is enough here
     path = samples.docx_with_bomb(samples.docx(tmp_path / "good.docx"), tmp_path / "bomb.docx", megabytes=16)
     assert "word/media/zeros.bin would unpack to 16 MB" in str(expect_error(path, "too-large"))
 
@@ -197,7 +199,7 @@ def test_malformed_and_truncated_xlsx_are_corrupt(tmp_path):
 
 
 def test_a_huge_csv_is_cut_with_a_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_TABLE_CELLS", 10)
+    monkeypatch.setattr(csv_format, "MAX_TABLE_CELLS", 10)
     path = tmp_path / "big.csv"
     path.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(20)))
     doc = load(path)

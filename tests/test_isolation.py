@@ -18,7 +18,7 @@ from conftest import PDFS
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
-from ragchat.ingest.loaders import Page
+from ragchat.ingest.document import Page
 
 LIMITS = IngestSettings(parse_timeout_s=5, parse_memory_mb=512, max_file_mb=50)
 MARGIN_S = 3  # killing and reporting takes a moment past the time limit

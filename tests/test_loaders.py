@@ -11,7 +11,10 @@ import pytest
 import hostile
 from conftest import PDFS, ZH_TEXT
 from ragchat.core.errors import LoadError
-from ragchat.ingest.loaders import SUPPORTED, LoadedDocument, Page, decode_text, detect_kind, load
+from ragchat.ingest.decode import decode_text
+from ragchat.ingest.detect import SUPPORTED, detect_kind
+from ragchat.ingest.document import LoadedDocument, Page
+from ragchat.ingest.loaders import load
 
 MANIFEST = list(csv.DictReader((PDFS / "MANIFEST.tsv").open(encoding="utf-8"), delimiter="\t"))
 CJK = re.compile(r"[\u4e00-\u9fff]")

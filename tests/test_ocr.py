@@ -20,8 +20,9 @@ import hostile
 import samples
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
+from ragchat.ingest.formats.pdf import garbage_reason
 from ragchat.ingest.isolation import IsolatedLoader
-from ragchat.ingest.loaders import garbage_reason, load
+from ragchat.ingest.loaders import load
 
 
 

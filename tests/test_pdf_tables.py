@@ -1,4 +1,4 @@
-"""Ruled tables in PDFs come out as Markdown tables (ragchat.ingest.pdf_tables), on PDFs the tests write.
+"""Ruled tables in PDFs come out as Markdown tables (ragchat.ingest.formats.pdf_tables), on PDFs the tests write.
 
 The PDFs are written by hand here (Helvetica text and stroked lines, a few hundred bytes each), so
 each test says exactly what is on its page.
@@ -13,7 +13,7 @@ import pytest
 
 from ragchat.core.settings import IngestSettings
 from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
-from ragchat.ingest import pdf_tables
+from ragchat.ingest.formats import pdf_tables
 from ragchat.ingest.chunking import chunk_pages, find_tables
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import load

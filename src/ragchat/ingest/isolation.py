@@ -33,7 +33,8 @@ from typing import Callable
 
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
-from ragchat.ingest.loaders import LoadedDocument
+from ragchat.ingest import loaders, rendering
+from ragchat.ingest.document import LoadedDocument
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -277,8 +278,6 @@ def _worker_main(conn, memory_mb: int) -> None:
     import pypdf  # noqa: F401
     import pypdfium2  # noqa: F401
 
-    from ragchat.ingest import loaders
-
     _limit_memory(memory_mb)
     # pypdf logs a warning for every odd font or offset; in the app's console that is noise.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -294,15 +293,11 @@ def _worker_main(conn, memory_mb: int) -> None:
 
         try:
             if job[0] == "render":
-                from ragchat.ingest.rendering import render_png
-
                 _, path, password, page, width = job
-                reply = ("ok", render_png(Path(path), page, width, password))
+                reply = ("ok", rendering.render_png(Path(path), page, width, password))
             elif job[0] == "chars":
-                from ragchat.ingest.rendering import page_chars
-
                 _, path, password, page = job
-                reply = ("ok", page_chars(Path(path), page, password))
+                reply = ("ok", rendering.page_chars(Path(path), page, password))
             else:
                 _, path, password, max_pages, ocr, timeout_s, pdf_tables = job
                 reply = ("ok", loaders.load(Path(path), password, max_pages, ocr=ocr, ocr_timeout_s=timeout_s, progress=progress,

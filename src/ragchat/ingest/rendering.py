@@ -22,7 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ragchat.core.errors import LoadError
-from ragchat.ingest.ocr import OCR_MAX_PIXELS
+from ragchat.ingest.ocr import OCR_MAX_PIXELS, image_frames
 
 OCR_DPI = 300  # what Tesseract is trained for; 200 read the shared scanned pages the same, 12 % faster
 MAX_VIEW_WIDTH = 2400  # pixels; wider requests are refused
@@ -117,8 +117,6 @@ def _pdf_page(path: Path, page: int, width: int, password: str | None):
 
 def _image_page(path: Path, page: int, width: int):
     from PIL import Image
-
-    from ragchat.ingest.ocr import image_frames
 
     total, frames = image_frames(path, page)
     if not 1 <= page <= total:

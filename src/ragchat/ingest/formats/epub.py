@@ -1,6 +1,6 @@
 """EPUB books -> one page per document of the reading order (usually a chapter), through ebooklib.
 
-The chapters' XHTML is turned into text by the same code as HTML files (``loaders.html_to_text``),
+The chapters' XHTML is turned into text by the same code as HTML files (``formats.html.html_to_text``),
 without the chapter's <title>, which in many books repeats the book's title on every chapter, and
 with headings as ``#`` lines.
 Pages are numbered by their place in the spine, so a skipped empty document (a cover image, say)
@@ -16,13 +16,12 @@ import warnings
 from pathlib import Path
 
 from ragchat.core.errors import LoadError
+from ragchat.ingest.formats.html import html_to_text
 
 
 def epub_pages(path: Path) -> list[tuple[int, str]]:
     import ebooklib
     from ebooklib import epub
-
-    from ragchat.ingest.loaders import html_to_text
 
     try:
         with warnings.catch_warnings():  # ebooklib warns about its own future defaults

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from ragchat.ingest.formats.table import markdown_table
+
 MIN_ROWS = 2
 MIN_COLUMNS = 2
 MAX_EDGES = 5000  # drawn line segments on a page; past this the page is not searched for tables
@@ -64,8 +66,6 @@ class FoundTable:
         return sum(len(_WS.sub("", cell)) for row in self.rows for cell in row)
 
     def markdown(self) -> str:
-        from ragchat.ingest.office import markdown_table
-
         return markdown_table(self.rows)
 
 

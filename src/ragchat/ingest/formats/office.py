@@ -6,10 +6,10 @@ Word headings become ``#`` lines, list items ``-`` lines and tables Markdown tab
 (title, text, tables, then its speaker notes); a sheet is a page holding one Markdown table whose
 first non-empty row is the header.
 
-The caller (``loaders.load``) has already checked the ZIP directory for bombs. Left out: text in
-text boxes, headers, footers, footnotes and comments of Word files; charts, SmartArt and pictures on
-slides (no OCR of pictures inside documents); formulas (the value Excel last computed is read) and
-cell formatting in sheets.
+Type detection (``ragchat.ingest.detect``) has already checked the ZIP directory for bombs. Left
+out: text in text boxes, headers, footers, footnotes and comments of Word files; charts, SmartArt
+and pictures on slides (no OCR of pictures inside documents); formulas (the value Excel last
+computed is read) and cell formatting in sheets.
 """
 
 from __future__ import annotations
@@ -17,34 +17,12 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from ragchat.core.errors import LoadError
+from ragchat.ingest.formats.table import markdown_table
 
 MAX_SHEET_CELLS = 2_000_000  # per workbook; a hostile sheet can claim a million rows of nothing
-
-
-# --- Markdown tables -----------------------------------------------------------------------------
-
-
-def _cell(value: str) -> str:
-    """One line, pipes escaped: a cell must not break its row."""
-    return re.sub(r"\s+", " ", value).strip().replace("|", "\\|")
-
-
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of cell texts as a Markdown table; the first row is the header. Empty rows and columns are dropped."""
-    rows = [[_cell(c) for c in row] for row in rows]
-    rows = [r for r in rows if any(r)]
-    if not rows:
-        return ""
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    keep = [i for i in range(width) if any(r[i] for r in rows)]
-    rows = [[r[i] for i in keep] for r in rows]
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
-    lines.insert(1, "|" + "---|" * len(keep))
-    return "\n".join(lines)
 
 
 def _join(blocks: Iterable[str]) -> str:

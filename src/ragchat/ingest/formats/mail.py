@@ -15,13 +15,13 @@ from email.parser import BytesParser
 from email.message import EmailMessage
 
 from ragchat.core.errors import LoadError
+from ragchat.ingest.decode import clean, decode_text
+from ragchat.ingest.formats.html import html_to_text
 
 HEADERS = ("Subject", "From", "To", "Cc", "Date")
 
 
 def eml_text(data: bytes) -> str:
-    from ragchat.ingest.loaders import clean, decode_text, html_to_text
-
     try:
         message: EmailMessage = BytesParser(policy=policy.default).parsebytes(data)
         lines = []
@@ -69,6 +69,4 @@ def _decode(raw: bytes, charset: str | None, guess) -> str:
 
 def _as_utf8(raw: bytes, charset: str | None) -> bytes:
     """HTML bodies go to the HTML reader as bytes; the MIME charset outranks a <meta> tag, so re-encode."""
-    from ragchat.ingest.loaders import decode_text
-
     return _decode(raw, charset, decode_text).encode("utf-8")
