@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ragchat.core.text import CJK_RANGE
+
 
 def edit_distance(a: str, b: str) -> int:
     if len(a) < len(b):
@@ -49,7 +51,7 @@ def squash(text: str) -> str:
 
 
 def tokens(text: str) -> Counter:
-    return Counter(re.findall(r"[\u3400-\u9fff]|[^\W_]+", text.lower()))
+    return Counter(re.findall(f"[{CJK_RANGE}]|[^\\W_]+", text.lower()))
 
 
 def recall(ocr: str, layer: str) -> float:

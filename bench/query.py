@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragchat.core.text import CJK_RANGE
 from ragchat.eval.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ def load_passages() -> tuple[list[list[str]], list[str]]:
 
 def topic_pool(passages: list[list[str]]) -> list[int]:
     """Indexes of the passages used as topics: the first POOL_SCIFACT abstracts and every seed paragraph."""
-    zh = [i for i, p in enumerate(passages) if re.search(r"[\u4e00-\u9fff]", p[0])]
+    zh = [i for i, p in enumerate(passages) if re.search(f"[{CJK_RANGE}]", p[0])]
     en = [i for i in range(len(passages)) if i not in set(zh)][:POOL_SCIFACT]
     return en + zh
 
@@ -97,7 +98,7 @@ def pool_vectors(store: Path, embedder, passages: list[list[str]], pool: list[in
 def gen_block(block: int, passages, pool, pool_vecs, all_sents):
     """Chunks [block*BLOCK, (block+1)*BLOCK): deterministic, so a store can be extended later."""
     rng = np.random.default_rng(1_000_003 + block)
-    zh_topics = [j for j, i in enumerate(pool) if re.search(r"[\u4e00-\u9fff]", passages[i][0])]
+    zh_topics = [j for j, i in enumerate(pool) if re.search(f"[{CJK_RANGE}]", passages[i][0])]
     en_topics = [j for j in range(len(pool)) if j not in set(zh_topics)]
     ids, texts, metas, topics, docs, chunks = [], [], [], [], [], []
     for n in range(BLOCK):

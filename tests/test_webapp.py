@@ -18,6 +18,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from conftest import PDFS, ZH_TEXT
+from ragchat.answer.sanitize import safe_markdown
 from ragchat.ui import render
 
 DEMO = PDFS / "mineru__demo3.pdf"
@@ -359,7 +360,7 @@ def test_first_run_model_picker_and_restart(launch_app):
 def test_answer_markdown_has_no_live_external_links(markdown, leaked):
     import markdown_it
 
-    out = render.safe_markdown(markdown)
+    out = safe_markdown(markdown, bare_urls=True)
     # CommonMark with raw HTML allowed: what a careless renderer would make of the answer
     html = markdown_it.MarkdownIt("commonmark", {"html": True}).render(out)
     assert "<img" not in html and "<a " not in html and "<svg" not in html
@@ -369,7 +370,7 @@ def test_answer_markdown_has_no_live_external_links(markdown, leaked):
 def test_answer_markdown_keeps_code_tables_math_and_citations():
     text = ("TableFormer predicts answers [1] and cells [2].\n\n```python\nx = '<b>'  # https://keep.me\n```\n\n"
             "| a | b |\n|---|---|\n| 1 | 2 |\n\n$$ a^2 + b^2 = c^2 $$ and `code`")
-    assert render.safe_markdown(text) == text
+    assert safe_markdown(text, bare_urls=True) == text
 
 
 def test_passage_highlight_escapes_document_text():

@@ -14,8 +14,9 @@ it still finds an external link or image, or raw HTML, in the result (entity-enc
 multi-line reference definitions...), every bracket and ``<`` is escaped instead.
 
 ``safe_markdown`` is applied to the answer text as it leaves the chat engine (stored, sent by the
-API, printed by the CLI), and by the web page to what it shows (``ui.render.safe_markdown``: with
-bare URLs; on an answer already made safe only that changes anything). ``MarkdownStream`` makes
+API, printed by the CLI), and by the web page to what it shows, the streamed text included
+(``ui.render`` and ``ui.chat`` pass ``bare_urls=True``: Gradio links bare URLs; on an answer already
+made safe only that changes anything). ``MarkdownStream`` makes
 the API's streamed pieces safe as they go.
 """
 

@@ -13,8 +13,10 @@ import re
 import threading
 from functools import lru_cache
 
-# Han characters, the one range every module uses: CJK Extension A, Unified Ideographs, Compatibility Ideographs.
-CJK_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Han characters, the one range every module uses: CJK Extension A, Unified Ideographs, Compatibility
+# Ideographs, and the supplementary planes' Extensions B to H and Compatibility Supplement (rare names
+# and characters in Chinese documents; a regex class needs no escapes for them).
+CJK_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f\U00030000-\U000323af"
 _RUN = re.compile(f"[{CJK_RANGE}]+|[^\\W_{CJK_RANGE}]+")
 _CJK = re.compile(f"[{CJK_RANGE}]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")

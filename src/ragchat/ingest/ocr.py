@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ragchat.core.errors import LoadError
+from ragchat.core.text import CJK_RANGE
 
 LANGUAGES = ("eng", "chi_sim")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own bomb threshold (about 0.25 GB of RGBA): a 600 dpi A2 scan fits
@@ -170,7 +171,8 @@ def prepare(image):
     return gray
 
 
-_CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]")
+# Wide characters: Han, with the CJK radicals, punctuation, kana and full-width forms around them.
+_WIDE = re.compile(f"[\u2e80-\u33ff{CJK_RANGE}\uff00-\uffef]")
 _CLOSING = set(",.;:!?)]}'\"")  # ASCII marks Tesseract reads after a Chinese character take no space
 
 
@@ -202,7 +204,7 @@ def parse_tsv(tsv: str, width: int, height: int) -> OcrText:
             sep = "\n\n"
         elif line != last_line:
             sep = "\n"
-        elif _CJK.match(prev_word[-1]) and (_CJK.match(word[0]) or word[0] in _CLOSING):
+        elif _WIDE.match(prev_word[-1]) and (_WIDE.match(word[0]) or word[0] in _CLOSING):
             sep = ""
         else:
             sep = " "
@@ -218,7 +220,7 @@ def parse_tsv(tsv: str, width: int, height: int) -> OcrText:
 
 
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_HAN = re.compile(f"[{CJK_RANGE}]")
 
 
 class PageReader:

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from ragchat.answer.engine import ChatOptions
+from ragchat.answer.sanitize import safe_markdown
 from ragchat.core.errors import RagchatError
 from ragchat.core.streams import BackgroundIterator
 from ragchat.retrieve.search import Filters
@@ -182,7 +183,7 @@ class _AnswerView:
             now = time.monotonic()
             if now - self.last >= STREAM_INTERVAL_S:
                 self.last = now
-                return self.frame(self.show(render.safe_markdown("".join(self.parts)) + " ▍"))
+                return self.frame(self.show(safe_markdown("".join(self.parts), bare_urls=True) + " ▍"))
         elif event.kind == "done":
             return self.done(event.answer)
         return None
@@ -245,4 +246,4 @@ def render_badge(provider: str | None, model: str | None, picked: str = "") -> s
 def notice_update(notice: str | None):
     if not notice:
         return gr.update(value="", visible=False)
-    return gr.update(value=f"⚠️ {render.safe_markdown(notice)}", visible=True)
+    return gr.update(value=f"⚠️ {safe_markdown(notice, bare_urls=True)}", visible=True)

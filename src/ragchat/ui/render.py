@@ -16,12 +16,10 @@ import html
 from datetime import datetime, timezone
 from typing import Iterable, Mapping, Sequence
 
-from ragchat.answer import sanitize
+from ragchat.answer.sanitize import safe_markdown
 
-def safe_markdown(text: str) -> str:
-    """Markdown as the page shows it: ``answer.sanitize.safe_markdown`` with bare URLs as code too
-    (Gradio's Chatbot renders GitHub-flavoured Markdown, which links them)."""
-    return sanitize.safe_markdown(text, bare_urls=True)
+# Gradio's Chatbot renders GitHub-flavoured Markdown, which turns bare URLs into links: the page
+# asks the sanitizer to make them code too (``bare_urls=True``).
 
 
 # ---- small formatting helpers ---------------------------------------------------------------
@@ -212,14 +210,14 @@ def progress_html(rows: Sequence[Mapping]) -> str:
 
 def answer_markdown(text: str, *, partial: bool = False, error: str | None = None, notice: str | None = None) -> str:
     """What an assistant bubble shows: the safe answer, then notes about how it ended."""
-    body = safe_markdown(text)
+    body = safe_markdown(text, bare_urls=True)
     notes = []
     if partial:
         notes.append("*(stopped: partial answer)*")
     if error and error.strip() != text.strip():
-        notes.append(f"⚠️ {safe_markdown(error)}")
+        notes.append(f"⚠️ {safe_markdown(error, bare_urls=True)}")
     if notice:
-        notes.append(f"ℹ️ {safe_markdown(notice)}")
+        notes.append(f"ℹ️ {safe_markdown(notice, bare_urls=True)}")
     return body + ("\n\n" + "\n\n".join(notes) if notes else "")
 
 
@@ -229,7 +227,7 @@ def chat_messages(rows: Iterable) -> list[dict]:
     for m in rows:
         meta = m.meta or {}
         if m.role == "user":
-            out.append({"role": "user", "content": safe_markdown(m.content)})
+            out.append({"role": "user", "content": safe_markdown(m.content, bare_urls=True)})
         else:
             out.append({"role": "assistant", "content": answer_markdown(
                 m.content, partial=bool(meta.get("partial")), error=meta.get("error"))})

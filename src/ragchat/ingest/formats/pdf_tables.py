@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from ragchat.core.text import CJK_RANGE
 from ragchat.ingest.formats.table import markdown_table
 
 MIN_ROWS = 2
@@ -52,7 +53,7 @@ MAX_EDGES = 5000  # drawn line segments on a page; past this the page is not sea
 CHAR_TOLERANCE = 0.10  # cells' characters vs. the text layer's inside the table's box
 _EDGE_TOLERANCE = 2.0  # points: text drawn on a rule still counts as inside
 
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+_CJK = re.compile(f"[\u3000-\u303f{CJK_RANGE}\uff00-\uffef]")  # Han, with CJK punctuation and full-width forms
 _WS = re.compile(r"\s+")
 
 
