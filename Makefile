@@ -3,6 +3,7 @@
 #   make run    create .venv, install, start the web app on http://127.0.0.1:7860
 #   make test   create .venv, install (with test tools, headless Chromium and PostgreSQL for the shared-mode
 #               tests, which start their own servers on loopback ports), run every test
+#   make test-fast   the unit tier for the edit loop: every test not marked slow (pytest -m "not slow")
 # Nothing is compiled: every package with native code comes as a wheel (scripts/install.sh).
 PYTHON ?= python3.11
 VENV   := .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-models.txt 
 RUN_PACKAGES  := tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim
 TEST_PACKAGES := chromium chromium-driver postgresql
 
-.PHONY: run test install system
+.PHONY: run test test-fast install system
 
 run: $(STAMP) system
 	$(VENV)/bin/python app.py
@@ -18,6 +19,9 @@ run: $(STAMP) system
 test: $(STAMP) system
 	@scripts/system-packages.sh $(TEST_PACKAGES)
 	$(VENV)/bin/python -m pytest
+
+test-fast: $(STAMP) system
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 install: $(STAMP) system
 

@@ -52,7 +52,7 @@ DEFAULT_QA = [
 DEFAULT_PDFS = [PDFS / "unstructured__multi-column.pdf", PDFS / "mineru__test_rearch_report.pdf",
                 PDFS / "unstructured__reliance.pdf"]
 
-# The highlight ragchat.ui.pageview paints on a page picture (the same test as tests/test_browser.py).
+# The highlight ragchat.ui.pageview paints on a page picture (the same test as tests/ui/test_browser.py).
 AMBER_PIXELS = """img => {
   const c = document.createElement('canvas');
   c.width = img.naturalWidth; c.height = img.naturalHeight;

@@ -1,33 +1,75 @@
-"""Shared test helpers: the fixture files (tests/fixtures, see its README for sources and licences)
-and the web app launched for real. The tests read nothing outside the repository."""
+"""Shared test helpers: the fixture files (tests/fixtures, see its README for sources and licences),
+the environment of every process a test starts, the real CLI, free ports, waiting for a server's
+health, and the web app launched for real. The tests read nothing outside the repository.
 
+tests/ mirrors the packages (tests/ingest/, tests/answer/, ...); pytest puts this folder on the
+path (``pythonpath`` in pyproject.toml), so every test imports these helpers as ``from conftest import``.
+"""
+
+import os as _os
+import socket as _socket
+import subprocess as _subprocess
+import sys as _sys
+import time as _time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ragchat.core.settings import BUNDLED_EMBEDDER, load_settings
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+DATA = TESTS / "data"
 PDFS = FIXTURES / "pdfs"
 ZH_TEXT = FIXTURES / "text" / "zh_llm_weekly.txt"  # a Chinese newsletter about open LLMs
 # The built-in model the tests run: the smallest bundled one, so the suite stays fast. The default
-# model (config.LLMSettings.builtin_model) answers in tests/test_answer_eval.py.
+# model (config.LLMSettings.builtin_model) answers in tests/eval/test_answer_eval.py.
 TEST_MODEL = "smollm2-135m"
 # The embedder the tests run: the bundled English MiniLM, three times faster to ingest with, and the
 # model the suite's expectations were written for. Every process a test starts inherits it. The
-# default multilingual embedder (EmbeddingGemma) runs in tests/test_multilingual.py.
+# default multilingual embedder (EmbeddingGemma) runs in tests/retrieve/test_multilingual.py.
 TEST_EMBEDDER = BUNDLED_EMBEDDER
-import os as _os_env  # noqa: E402
-
-_os_env.environ["RAGCHAT_EMBEDDING__MODEL"] = TEST_EMBEDDER
+_os.environ["RAGCHAT_EMBEDDING__MODEL"] = TEST_EMBEDDER
 
 
 def child_env(extra: dict | None = None) -> dict[str, str]:
     """The environment of a process a test starts: none of the caller's RAGCHAT_* settings but the
     test embedder, offline, no analytics; ``extra`` adds or overrides."""
-    env = {k: v for k, v in _os_env.environ.items() if not k.startswith("RAGCHAT_")}
+    env = {k: v for k, v in _os.environ.items() if not k.startswith("RAGCHAT_")}
     env.update({"RAGCHAT_EMBEDDING__MODEL": TEST_EMBEDDER, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     return {**env, **(extra or {})}
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> _subprocess.CompletedProcess:
+    """The real ``ragchat`` command in a child process (``child_env(env)``), its output captured.
+    Run it from a folder without a config.toml (``cwd``) so the repository's is not read."""
+    return _subprocess.run([_sys.executable, "-m", "ragchat.cli", *args], cwd=cwd, env=child_env(env),
+                           capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (bind to port 0; a race is possible but rare)."""
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_healthy(url: str, timeout: float, proc: _subprocess.Popen | None = None, log=lambda: "",
+                       headers: dict | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early when ``proc`` exits, with ``log()`` in the message."""
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}:\n{log()}")
+        try:
+            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        _time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log()}")
 
 
 def make_settings(store: Path, **overrides):
@@ -39,7 +81,7 @@ def make_settings(store: Path, **overrides):
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("RAGCHAT_") and k != "RAGCHAT_EMBEDDING__MODEL"]:
+    for key in [k for k in _os.environ if k.startswith("RAGCHAT_") and k != "RAGCHAT_EMBEDDING__MODEL"]:
         monkeypatch.delenv(key)
     return make_settings(tmp_path / "store")
 
@@ -53,13 +95,7 @@ def engine(settings):
     eng.close()
 
 
-# ---- the web app, launched for real (tests/test_webapp.py, tests/test_browser.py) ----------------
-
-import os as _os  # noqa: E402
-import socket as _socket  # noqa: E402
-import subprocess as _subprocess  # noqa: E402
-import sys as _sys  # noqa: E402
-import time as _time  # noqa: E402
+# ---- the web app, launched for real (tests/ui/, tests/api/, tests/auth/) ------------------------
 
 
 class AppServer:
@@ -81,12 +117,8 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 120) -> "AppServer":
-        import httpx
-
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with _socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         env = child_env({
             "RAGCHAT_LLM__PROVIDER": "llamacpp",
             "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
@@ -100,17 +132,8 @@ class AppServer:
                 [_sys.executable, "-m", "ragchat.cli", "serve", "--store", str(self.store), "--port", str(self.port)],
                 cwd=self.workdir, env=env, stdout=log, stderr=_subprocess.STDOUT,
             )
-        deadline = _time.monotonic() + timeout
-        while _time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the web app exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "ragchat/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            _time.sleep(0.3)
-        raise RuntimeError(f"the web app did not start within {timeout} s:\n{self.log_tail()}")
+        wait_until_healthy(self.url + "ragchat/health", timeout, self.proc, self.log_tail)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

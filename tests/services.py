@@ -13,23 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from conftest import TEST_MODEL, make_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import TEST_MODEL, free_port, make_settings, wait_until_healthy
 
 
 def _pg_bin(name: str) -> str:
@@ -103,17 +93,8 @@ class Process:
     def start(self, ready_url: str, timeout: float = 120, headers: dict | None = None) -> "Process":
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(ready_url, timeout=2, headers=headers).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{' '.join(self.cmd)} did not answer within {timeout} s:\n{self.tail()}")
+        wait_until_healthy(ready_url, timeout, self.proc, self.tail, headers)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

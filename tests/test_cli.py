@@ -1,17 +1,14 @@
 """The CLI contract that later issues and checks rely on, run as a real subprocess."""
 
 import json
-import subprocess
-import sys
 
-from conftest import child_env, PDFS, TEST_MODEL
+from conftest import PDFS, TEST_MODEL, run_cli
 
 
 def ragchat(*args, store, env_extra=None, timeout=600):
-    env = child_env({"RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
-                     "RAGCHAT_LLM__MAX_ANSWER_TOKENS": "48", **(env_extra or {})})
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(store), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return run_cli("--store", str(store), *args, timeout=timeout, env={
+        "RAGCHAT_LLM__PROVIDER": "llamacpp", "RAGCHAT_LLM__BUILTIN_MODEL": TEST_MODEL,
+        "RAGCHAT_LLM__MAX_ANSWER_TOKENS": "48", **(env_extra or {})})
 
 
 def test_ingest_docs_ask_remove(tmp_path):

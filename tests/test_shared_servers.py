@@ -12,13 +12,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from conftest import child_env, PDFS, AppServer
+from conftest import PDFS, AppServer, run_cli
 from ragchat.store.catalog import Catalog
 from ragchat.store.vectors import VectorIndex
 
@@ -32,9 +31,7 @@ def ndjson(response: httpx.Response) -> list[dict]:
 
 
 def cli(root, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = child_env(env)
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(root / "store"), *args], cwd=root,
-                          env=full, capture_output=True, text=True, timeout=300)
+    return run_cli("--store", str(root / "store"), *args, cwd=root, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")

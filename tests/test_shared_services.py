@@ -4,7 +4,6 @@ stopped here are private to each test, so the session's servers keep running."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import child_env, make_settings
+from conftest import child_env, make_settings, run_cli
 from ragchat.engine import Engine
 from ragchat.core.errors import StoreError
 from ragchat.ingest.pipeline import SourceFile, doc_id_for
@@ -23,9 +22,7 @@ TEXT = "The lighthouse keeper logs the fog horn hours. Fog rolls in from the bay
 
 
 def cli(tmp_path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = child_env(env)
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", "--store", str(tmp_path / "store"), *args],
-                          cwd=tmp_path, env=full, capture_output=True, text=True, timeout=120)
+    return run_cli("--store", str(tmp_path / "store"), *args, cwd=tmp_path, env=env, timeout=120)
 
 
 def test_unreachable_services_at_start_get_one_line_naming_the_service(services, tmp_path):

@@ -15,7 +15,6 @@ from functools import cached_property
 import logging
 from pathlib import Path
 
-from ragchat.core import access
 from ragchat.answer.citations import cite
 from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.answer.events import Answer

@@ -26,7 +26,6 @@ The names below are the package's public surface; callers use ``from ragchat imp
 from __future__ import annotations
 
 from ragchat.auth.commands import users_command
-from ragchat.auth.commands import read_password as _read_password  # noqa: F401  (tests)
 from ragchat.auth.keys import KeyInfo, create_key, list_keys, revoke_key, user_for_key
 from ragchat.auth.middleware import SecurityMiddleware, install_web_security
 from ragchat.auth.sessions import (

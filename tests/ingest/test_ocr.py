@@ -18,6 +18,7 @@ import pytest
 
 import hostile
 import samples
+from conftest import DATA
 from ragchat.core.settings import IngestSettings
 from ragchat.core.errors import LoadError
 from ragchat.ingest.formats.pdf import garbage_reason
@@ -25,11 +26,9 @@ from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import load
 
 
-
 def test_tesseract_is_installed():
     assert shutil.which("tesseract"), "install tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim (make test does)"
 
-DATA = Path(__file__).parent / "data"
 INVOICE = ["The invoice total is 1234 euros.", "Payment is due in March."]
 
 

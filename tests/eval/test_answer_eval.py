@@ -7,15 +7,13 @@ invented answer to an unanswerable question, and a citation of a passage that is
 """
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import child_env
+from conftest import FIXTURES, PDFS, child_env, run_cli
 from ollama_fake import FakeOllama
 from ragchat.eval.answers import (
     Question, answer_groups, groups_found, rouge_l_recall, sample, score, strip_citations, tokens,
@@ -24,9 +22,8 @@ from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 from ragchat.eval.stats import percentile
 from ragchat.answer.refusal import is_refusal
 
-QA_SMALL = Path(__file__).parent / "fixtures" / "qa_small"
-QA_PDFS = Path(__file__).parent / "fixtures" / "qa_pdfs"
-PDFS = Path(__file__).parent / "fixtures" / "pdfs"
+QA_SMALL = FIXTURES / "qa_small"
+QA_PDFS = FIXTURES / "qa_pdfs"
 
 
 # ---- the scoring functions -------------------------------------------------------------------------
@@ -122,14 +119,13 @@ def _env(ollama_url: str) -> dict:
         "RAGCHAT_LLM__PROVIDER": "ollama", "RAGCHAT_LLM__OLLAMA_URL": ollama_url, "RAGCHAT_LLM__OLLAMA_MODEL": "llama3.2",
         # every dense hit counts as relevant, so each English prompt carries four sources, a wrong one among them
         "RAGCHAT_RETRIEVAL__MIN_DENSE_SCORE": "-1",
-        # the fake replies are scored as written: no passage quoted under them (tests/test_quote.py)
+        # the fake replies are scored as written: no passage quoted under them (tests/answer/test_quote.py)
         "RAGCHAT_CHAT__QUOTE_WORDS": "0",
     })
 
 
 def _ragchat(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", *args], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=cwd)
+    return run_cli(*args, env=env, cwd=cwd, timeout=600)
 
 
 def test_eval_answers_scores_every_reply(tmp_path):

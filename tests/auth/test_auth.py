@@ -22,6 +22,7 @@ from starlette.routing import Mount
 
 from conftest import make_settings
 from ragchat import auth, cli
+from ragchat.auth.commands import read_password
 from ragchat.core import access
 from ragchat.core.access import AccessError
 from ragchat.answer.replies import NO_DOCUMENTS
@@ -109,7 +110,7 @@ def test_users_command_prompts_twice_and_refuses_without_a_terminal(tmp_path, ca
     with pytest.raises(auth.AuthError, match="differ"):
         auth.users_command(settings, users_args("passwd", "dana"), env={}, prompt=lambda _: next(answers))
     with pytest.raises(ConfigError, match="RAGCHAT_PASSWORD"):
-        auth._read_password(users_args("add", "eve"), {}, None, stdin_tty=False)
+        read_password(users_args("add", "eve"), {}, None, stdin_tty=False)
 
 
 def test_authenticate_costs_one_argon2_verification_whoever_asks(catalog):

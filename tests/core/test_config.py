@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from ragchat.core.settings import load_settings
 from ragchat.core.errors import ConfigError
 
@@ -89,5 +90,5 @@ def test_builtin_model_auto_is_the_default_and_validates(monkeypatch, tmp_path):
 def test_the_shipped_config_uses_auto():
     import tomllib
 
-    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    shipped = REPO / "config.toml"
     assert tomllib.loads(shipped.read_text(encoding="utf-8"))["llm"]["builtin_model"] == "auto"

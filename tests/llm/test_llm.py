@@ -19,7 +19,7 @@ from pathlib import Path
 import ollama
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, free_port
 from ollama_fake import FakeOllama, hashed_embedding
 
 from ragchat.core.settings import LLMSettings
@@ -38,10 +38,7 @@ REPLY = "Paris is the capital of France [1], and it lies on the Seine."
 
 def closed_port_url() -> str:
     """A URL where nothing listens: bind a port, then free it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

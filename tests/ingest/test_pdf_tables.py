@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PDFS as FIXTURES
 from ragchat.core.settings import IngestSettings
 from ragchat.embed.embedder import WordPieceTokenizer, bundled_model_path
 from ragchat.ingest.formats import pdf_tables
 from ragchat.ingest.chunking import chunk_pages, find_tables
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import load
-
-FIXTURES = Path(__file__).parent / "fixtures" / "pdfs"
 
 
 # --- writing small PDFs ----------------------------------------------------------------------------

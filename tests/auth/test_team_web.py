@@ -2,7 +2,7 @@
 made with the real CLI (`ragchat users add`) before the server started.
 
 One server serves the module (loopback, built-in LLM, short answers). It checks, through real
-HTTP and gradio_client, what tests/test_auth.py checks on small in-process apps:
+HTTP and gradio_client, what tests/auth/test_auth.py checks on small in-process apps:
 
 - nobody gets data without signing in, on any route of the app (the routes are enumerated from the
   app that ``build_app`` makes, and asked of the running server and of an in-process copy);
@@ -13,7 +13,6 @@ HTTP and gradio_client, what tests/test_auth.py checks on small in-process apps:
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 from starlette.routing import Mount
 
-from conftest import child_env, TEST_MODEL, AppServer, make_settings
+from conftest import AppServer, TEST_MODEL, child_env, free_port, make_settings, run_cli
 from ragchat import auth
 from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 
@@ -57,14 +56,7 @@ def clean_env(**extra) -> dict:
 
 def cli(cwd: Path, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
     """The real CLI, run from a folder without a config.toml."""
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", *args], cwd=cwd, env=clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return run_cli(*args, cwd=cwd, env=clean_env(), timeout=timeout)
 
 
 def wait_ingested(client: Client, timeout: float = 300) -> dict:

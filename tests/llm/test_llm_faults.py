@@ -11,14 +11,13 @@ more than the client timeout, and the next question is answered normally.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 from ollama_fake import FakeOllama
 
-from conftest import make_settings
+from conftest import free_port, make_settings
 from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.core.settings import LLMSettings
 from ragchat.engine import Engine
@@ -74,9 +73,7 @@ def no_worker_left(eng, within_s: float = TIMEOUT_S + 3) -> None:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_healthy_answer_is_whole(eng, fake):

@@ -17,11 +17,9 @@ model was given; everything else is real (the bundled embedder, Chroma, BM25, th
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import httpx
 import pytest
 from starlette.routing import Mount
 
-from conftest import child_env, TEST_MODEL, AppServer, make_settings
+from conftest import AppServer, TEST_MODEL, child_env, make_settings, run_cli
 from ollama_fake import FakeOllama
 from ragchat import auth
 from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
@@ -68,8 +66,7 @@ def clean_env(**extra) -> dict:
 
 def cli(cwd: Path, *args: str, **env) -> subprocess.CompletedProcess:
     """The real CLI, run from a folder without a config.toml."""
-    return subprocess.run([sys.executable, "-m", "ragchat.cli", *args], cwd=cwd, env=clean_env(**env),
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    return run_cli(*args, cwd=cwd, env=clean_env(**env), timeout=CLI_TIMEOUT)
 
 
 def bearer(key: str) -> dict:
