@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from conftest import PDFS, TEST_MODEL, run_cli
+
+pytestmark = [pytest.mark.slow]  # the real CLI in child processes, with the built-in model
 
 
 def ragchat(*args, store, env_extra=None, timeout=600):

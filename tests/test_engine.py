@@ -15,6 +15,8 @@ from ragchat.core.errors import EmbeddingModelMismatch, StoreError
 from ragchat.ingest.pipeline import SourceFile, collect
 from ragchat.retrieve.search import Filters
 
+pytestmark = [pytest.mark.slow]  # real models over real stores, many ingests
+
 ALPHA = "The zebrafish heart regenerates after injury. Cardiomyocytes proliferate near the wound."
 BETA = "Quantum annealing solves optimisation problems. The annealer uses superconducting qubits."
 

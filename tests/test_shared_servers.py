@@ -21,6 +21,8 @@ from conftest import PDFS, AppServer, run_cli
 from ragchat.store.catalog import Catalog
 from ragchat.store.vectors import VectorIndex
 
+pytestmark = [pytest.mark.slow]  # PostgreSQL, Chroma's server and several ragchat servers
+
 QUESTION = "How does TableFormer incorporate the structural biases of tables?"  # the small test model cites its answer
 TIMEOUT = httpx.Timeout(300, connect=10)
 PASSWORD = "correct horse battery staple"

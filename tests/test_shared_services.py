@@ -18,6 +18,8 @@ from ragchat.core.errors import StoreError
 from ragchat.ingest.pipeline import SourceFile, doc_id_for
 from services import Postgres, chroma_server, free_port
 
+pytestmark = [pytest.mark.slow]  # PostgreSQL, Chroma's server and a worker process
+
 TEXT = "The lighthouse keeper logs the fog horn hours. Fog rolls in from the bay every autumn morning."
 
 

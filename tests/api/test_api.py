@@ -33,7 +33,7 @@ from ragchat import auth
 from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 from ragchat.answer.sanitize import MarkdownStream, safe_markdown as sanitize_markdown
 
-pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")]  # a served app and the real CLI
 
 PASSWORDS = {"alice": "alice-pass-4821", "bob": "bob-pass-97310"}
 ALICE_FILE = "alice-field-notes.txt"

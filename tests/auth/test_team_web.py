@@ -30,7 +30,7 @@ from conftest import AppServer, TEST_MODEL, child_env, free_port, make_settings,
 from ragchat import auth
 from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 
-pytestmark = pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Setting per-request cookies:DeprecationWarning")]  # served apps in team mode
 
 PASSWORDS = {"alice": "alice-pass-4821", "bob": "bob-pass-97310"}
 ALICE_FILE = "alice-field-notes.txt"

@@ -5,9 +5,13 @@ from pathlib import Path
 import numpy as np
 import onnx as onnx_lib
 
+import pytest
+
 from conftest import TEST_EMBEDDER
 from ragchat.core.settings import EmbeddingSettings
 from ragchat.embed.embedder import SentenceTransformerEmbedder
+
+pytestmark = [pytest.mark.slow]  # an ONNX export checked against torch
 
 TEXTS = [
     "TableFormer predicts table structure and cell bounding boxes.",

@@ -22,6 +22,8 @@ from ragchat.answer.replies import NO_DOCUMENTS, NOT_FOUND
 from ragchat.eval.stats import percentile
 from ragchat.answer.refusal import is_refusal
 
+pytestmark = [pytest.mark.slow]  # answers from the real built-in model and EmbeddingGemma, end to end
+
 QA_SMALL = FIXTURES / "qa_small"
 QA_PDFS = FIXTURES / "qa_pdfs"
 

@@ -36,6 +36,8 @@ from ragchat.engine import Engine
 from ragchat.store.tables import ChunkRow
 from sqlalchemy import func, select
 
+pytestmark = [pytest.mark.slow]  # a child process killed during ingestion
+
 SEED = 20240611
 N_FILES = 30
 ROUNDS = 3
@@ -124,7 +126,6 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigkill_during_ingest_loses_nothing(tmp_path):
     rng = random.Random(SEED)

@@ -20,6 +20,8 @@ from ragchat.core.errors import LoadError
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.document import Page
 
+pytestmark = [pytest.mark.slow]  # parser child processes killed and replaced, time limits
+
 LIMITS = IngestSettings(parse_timeout_s=5, parse_memory_mb=512, max_file_mb=50)
 MARGIN_S = 3  # killing and reporting takes a moment past the time limit
 

@@ -25,6 +25,8 @@ from ragchat.ingest.formats.pdf import garbage_reason
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.loaders import load
 
+pytestmark = [pytest.mark.slow]  # Tesseract on real pages
+
 
 def test_tesseract_is_installed():
     assert shutil.which("tesseract"), "install tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim (make test does)"

@@ -34,6 +34,8 @@ from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import doc_id_for
 from ragchat.ingest.watch import FolderWatcher
 
+pytestmark = [pytest.mark.slow]  # watched folders followed by a real ragchat watch process
+
 SETTLE_S = 0.5
 WORDS = ["harbor", "lantern", "meadow", "copper", "violin", "glacier", "orchard", "falcon", "marble", "tundra", "canyon", "willow"]
 
@@ -113,7 +115,6 @@ class Watch:
         self._reader.join(10)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_watch_follows_changes_survives_sigkill_and_catches_up(tmp_path):
     folder, store = tmp_path / "notes", tmp_path / "store"
@@ -187,7 +188,6 @@ def wait_until(check, timeout: float = 120, what: str = "") -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_rename_and_copy_reuse_vectors_without_embedding(tmp_path):
     folder = tmp_path / "notes"
@@ -236,7 +236,6 @@ def test_rename_and_copy_reuse_vectors_without_embedding(tmp_path):
         assert {h.source for h in eng.retriever.search("reportmarker", k=5, mode="lexical")} == {"final report.txt", "copy.txt"}
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_half_written_file_is_read_once_complete(tmp_path):
     folder = tmp_path / "notes"
@@ -287,7 +286,6 @@ def test_a_collection_with_other_documents_is_refused(tmp_path):
         assert eng.catalog.get_meta("watch:notes") == str(other.resolve())
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_web_app_watches_its_folders_and_the_library_shows_their_progress(tmp_path, launch_app):
     from gradio_client import Client

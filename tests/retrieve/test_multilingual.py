@@ -14,6 +14,8 @@ from ragchat.engine import Engine
 from ragchat.core.errors import RagchatError
 from ragchat.ingest.pipeline import collect
 
+pytestmark = [pytest.mark.slow]  # EmbeddingGemma, exported on first use
+
 EN = {
     "heart.txt": "The zebrafish heart regenerates after injury: cardiomyocytes near the wound divide and rebuild the muscle.",
     "qubits.txt": "Quantum annealing solves optimisation problems on a chip of superconducting qubits cooled near absolute zero.",

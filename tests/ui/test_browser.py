@@ -27,6 +27,8 @@ from playwright.sync_api import sync_playwright
 
 from conftest import PDFS
 
+pytestmark = [pytest.mark.slow]  # headless Chromium against a served app
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

@@ -22,6 +22,8 @@ from ragchat.ingest.loaders import load
 from ragchat.ingest.rendering import PngCache, page_chars
 from ragchat.ui import render
 
+pytestmark = [pytest.mark.slow]  # pages rendered in the isolated worker
+
 DEMO = PDFS / "mineru__demo3.pdf"
 SCANNED = PDFS / "mineru__scanned.pdf"
 HAN = re.compile(r"[\u4e00-\u9fff]")

@@ -21,6 +21,8 @@ from conftest import PDFS, ZH_TEXT
 from ragchat.answer.sanitize import safe_markdown
 from ragchat.ui import render
 
+pytestmark = [pytest.mark.slow]  # a served app and the real models
+
 DEMO = PDFS / "mineru__demo3.pdf"
 SEED = ZH_TEXT
 QUESTION = "How does TableFormer incorporate the structural biases of tables?"  # the small test model cites its answer
