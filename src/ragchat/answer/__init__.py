@@ -10,6 +10,7 @@
 - ``followup``   whether a question leans on the previous one; which earlier turns the model sees
 - ``refusal``    whether a reply says the documents do not answer
 - ``replies``    the app's fixed replies, in English and Chinese
+- ``conversations`` the saved conversations: each question, and its answer (done, failed or stopped)
 - ``sanitize``   ``safe_markdown`` and ``MarkdownStream``: answer Markdown that fetches nothing
 
 Left out: finding the passages (``ragchat.retrieve``), talking to a model (``ragchat.llm``), building
