@@ -189,7 +189,7 @@ class QueueWorker:
         else:
             path = self.engine.store / job.path
         force = job.force or job.attempts > 1
-        (result,) = ingestor.ingest([SourceFile(path, job.source)], job.collection, password=job.password,
+        (result,) = ingestor.ingest([SourceFile(path, job.source)], job.collection, password=self.catalog.job_password(job),
                                     owner=job.owner, force=force, on_event=emit)
         if result.outcome == "failed":
             return "failed", "failed", f"failed: {result.error}"

@@ -4,10 +4,20 @@
   commit order; shared mode's BM25 caches follow it (ragchat.store.lexical_follow).
 - The job queue (``jobs`` table) holds the ingestion jobs any server or worker may take
   (ragchat.ingest.queue runs them); ``claim_job`` makes a claim exclusive.
+
+An encrypted PDF's password is never written in the clear: the job row holds it encrypted (Fernet,
+AES-128-CBC with HMAC-SHA256) with a key derived from the catalog's session secret, which every
+server and worker sharing the catalog reads; ``job_password`` decrypts it for the process that runs
+the job, and the row's copy is deleted when the job ends (done or failed). Left out: a key kept
+outside the catalog (whoever can read the whole catalog can read the secret too; the point is that
+no row, dump of the jobs table or log line shows the password).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import uuid
 from datetime import timedelta
 from typing import Sequence
@@ -16,6 +26,9 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ragchat.store.tables import Change, JobRow, now
+
+_SECRET_META = "session_secret"  # also signs the login sessions (ragchat.auth.web): one secret per catalog
+_PASSWORD_KEY = b"ragchat.job-password\0"  # keeps this key apart from the session signatures'
 
 
 def log_change(s: Session, doc_id: str) -> None:
@@ -52,11 +65,31 @@ class Jobs:
         """A new job; failed: a job that could not even be queued (its file was unreadable), with the reason."""
         jid = uuid.uuid4().hex
         status, stage, message = ("failed", "failed", f"failed: {failed}") if failed else ("queued", "queued", "")
+        sealed = self._password_box().encrypt(password.encode()).decode() if password and not failed else None
         with self.session() as s, s.begin():
             s.add(JobRow(id=jid, kind=kind, doc_id=doc_id, collection=collection, source=source, owner=owner, path=path,
-                         password=None if failed else password, force=force, status=status, stage=stage,
+                         password=sealed, force=force, status=status, stage=stage,
                          message=message, created_at=now(), updated_at=now()))
         return jid
+
+    def job_password(self, job: JobRow) -> str | None:
+        """The password given with the job's file, decrypted; None when there was none (or it cannot
+        be read: the catalog's secret changed, and the file then fails as needing its password)."""
+        from cryptography.fernet import InvalidToken
+
+        if not job.password:
+            return None
+        try:
+            return self._password_box().decrypt(job.password.encode()).decode()
+        except (InvalidToken, ValueError):
+            return None
+
+    def _password_box(self):
+        from cryptography.fernet import Fernet
+
+        secret = self.get_meta(_SECRET_META) or self.setdefault_meta(_SECRET_META, secrets.token_hex(32))
+        key = hashlib.sha256(_PASSWORD_KEY + bytes.fromhex(secret)).digest()
+        return Fernet(base64.urlsafe_b64encode(key))
 
     def claim_job(self, worker: str, stale_s: float) -> JobRow | None:
         """Take the oldest job that is queued, or running in a process that stopped reporting
