@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.slow]  # pages rendered in the isolated worker
 
 DEMO = PDFS / "mineru__demo3.pdf"
 SCANNED = PDFS / "mineru__scanned.pdf"
+ENCRYPTED = PDFS / "unstructured__password.pdf"  # its password is "password"
 HAN = re.compile(r"[\u4e00-\u9fff]")
 OTTER_LINES = ["Sea otters float on their backs.", "They crack shells on flat stones."]
 
@@ -183,6 +184,8 @@ def app(tmp_path_factory):
     engine = Engine(make_settings(root / "store"))
     results = engine.ingestor.ingest(collect([DEMO, SCANNED, notes, picture]), "default")
     assert [r.outcome for r in results] == ["added"] * 4, [r.line() for r in results]
+    (locked,) = engine.ingestor.ingest(collect([ENCRYPTED]), "default", password="password")
+    assert locked.outcome == "added", locked.line()
     fastapi_app, _ = build_app(engine, workdir=root)
     client = TestClient(fastapi_app, base_url="http://127.0.0.1:7860")
     docs = {d.source: d for d in engine.catalog.documents()}
@@ -313,3 +316,23 @@ def test_the_viewer_shows_the_page_picture_for_pdfs_and_text_for_the_rest(app):
     text_only = webapp.show_source(2, state)
     assert "<img" not in text_only and '<mark class="rc-hl"' in text_only
     assert render.passage_html(source(3, docs["notes.txt"], notes), "x", page_image=None).count("<img") == 0
+
+
+def test_an_encrypted_pdf_says_why_its_page_is_not_drawn_instead_of_a_broken_picture(app):
+    from ragchat.ui.session import new_state
+
+    client, engine, webapp = app["client"], app["engine"], app["app"].state.webapp
+    doc = app["docs"]["unstructured__password.pdf"]
+    (chunk,) = engine.catalog.chunks_of(doc.id)
+    state = new_state()
+    state["panel"] = {"cited": [{"id": 1, "source": doc.source, "page": chunk.page, "text": chunk.text, "doc_id": doc.id,
+                                 "chunk_id": chunk.id, "start": chunk.start, "end": chunk.end}], "retrieved": []}
+    for _ in range(2):  # the second time from what the page views remember
+        shown = webapp.show_source(1, state)
+        assert "This page can&#x27;t be drawn: the PDF is encrypted" in shown
+        assert "<img" not in shown  # no picture that cannot load
+        assert '<mark class="rc-hl"' in shown and "File with password" in shown  # the text is still shown
+        assert f"ragchat/original/{doc.id}#page=1" in shown  # the original opens with its password
+    # the route itself says why
+    r = client.get(f"/ragchat/page/{doc.id}/1.png")
+    assert r.status_code == 404 and "encrypted" in r.json()["detail"]

@@ -29,16 +29,25 @@ MAX_VIEW_WIDTH = 2400  # pixels; wider requests are refused
 MAX_VIEW_PIXELS = 2400 * 2400 * 4  # a page that is very tall for its width is scaled down to this
 
 
+def open_pdf(path: Path, password: str | None, purpose: str = ""):
+    """A pypdfium2 PdfDocument. Raises LoadError: "encrypted" when the PDF needs a password that was
+    not given (or not the right one), "corrupt" when PDFium cannot read it."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        return pdfium.PdfDocument(str(path), password=password or None)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == pdfium_c.FPDF_ERR_PASSWORD:
+            raise LoadError("encrypted: the PDF cannot be opened without its password", reason="encrypted") from None
+        raise LoadError(f"corrupt PDF: PDFium cannot open it {purpose}({exc})", reason="corrupt") from None
+
+
 class PdfPages:
     """An open PDF whose pages can be rendered one at a time. Use as a context manager."""
 
     def __init__(self, path: Path, password: str | None = None):
-        import pypdfium2 as pdfium
-
-        try:
-            self._pdf = pdfium.PdfDocument(str(path), password=password or None)
-        except pdfium.PdfiumError as exc:
-            raise LoadError(f"corrupt PDF: PDFium cannot open it for OCR ({exc})", reason="corrupt") from None
+        self._pdf = open_pdf(path, password, "for OCR ")
 
     def __len__(self) -> int:
         return len(self._pdf)
@@ -93,10 +102,7 @@ def render_png(path: Path, page: int, width: int, password: str | None = None) -
 def _pdf_page(path: Path, page: int, width: int, password: str | None):
     import pypdfium2 as pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(str(path), password=password or None)
-    except pdfium.PdfiumError as exc:
-        raise LoadError(f"corrupt PDF: PDFium cannot open it ({exc})", reason="corrupt") from None
+    pdf = open_pdf(path, password)
     try:
         if not 1 <= page <= len(pdf):
             raise LoadError(f"no page {page}: the PDF has {len(pdf)} pages", reason="missing")
@@ -145,10 +151,7 @@ def page_chars(path: Path, page: int, password: str | None = None) -> tuple[str,
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
-    try:
-        pdf = pdfium.PdfDocument(str(path), password=password or None)
-    except pdfium.PdfiumError as exc:
-        raise LoadError(f"corrupt PDF: PDFium cannot open it ({exc})", reason="corrupt") from None
+    pdf = open_pdf(path, password)
     try:
         if not 1 <= page <= len(pdf):
             raise LoadError(f"no page {page}: the PDF has {len(pdf)} pages", reason="missing")

@@ -105,11 +105,14 @@ class ConversationCallbacks:
             doc = None
         page_text = self.engine.catalog.page_text(doc.id, source.get("page")) if doc is not None else None
         url = f"ragchat/original/{doc.id}" if doc is not None and doc.original else None
-        picture = None
+        picture = note = None
         if url and pageview.has_page_image(doc.kind, source.get("page")):
             picture = pageview.page_url(doc.id, source["page"], source.get("chunk_id"))
+            views = getattr(self, "page_views", None)
+            if views is not None:  # an encrypted PDF: say so, rather than show a broken picture
+                note = views.problem(doc, self.engine.store / doc.original, source["page"])
         return render.passage_html(source, page_text, original_url=url, is_pdf=doc is not None and doc.kind == "pdf",
-                                   page_image=picture)
+                                   page_image=None if note else picture, page_note=note)
 
     def source_clicked(self, state: dict, request: gr.Request, evt: gr.EventData):
         data = getattr(evt, "_data", None) or {}

@@ -9,6 +9,10 @@ is one the worker drew, of bounded size. Both the plain pages and the highlighte
 one ``PngCache`` with a byte budget, keyed by document, content hash, page, width (and chunk), so a
 changed document never shows an old page.
 
+An encrypted PDF's page is not drawn: ragchat keeps no password (the stored original stays
+encrypted), so ``PageViews.problem`` tells the viewer, which shows ``ENCRYPTED`` instead of a broken
+picture.
+
 Access checks are the web route's (ragchat.ui.server); this module trusts the document it is given.
 Left out: documents without pages to draw (text, Markdown, HTML, Word, e-mail, spreadsheets and
 slides: Office files would need an Office renderer); their passage stays a text highlight.
@@ -36,6 +40,8 @@ CACHE_BYTES = 64 * 1024 * 1024
 HIGHLIGHT = (255, 200, 0, 96)  # translucent amber: the page's text stays readable through it
 OUTLINE = (230, 140, 0, 200)
 PAD = 0.002  # of the page's width and height, around each rectangle
+ENCRYPTED = ("This page can't be drawn: the PDF is encrypted, and ragchat keeps no password once a file is read. "
+             "Its text is below; open the original with its password to see the page.")
 
 
 def has_page_image(kind: str | None, page: int | None) -> bool:
@@ -66,6 +72,7 @@ class PageViews:
         self.cache = PngCache(cache_bytes)
         self._loader = None
         self._lock = threading.Lock()
+        self._encrypted: set[tuple[str, str]] = set()  # (document id, content hash)
 
     def _worker(self):
         with self._lock:
@@ -95,6 +102,23 @@ class PageViews:
         data = draw_highlight(plain, rects) if rects else plain
         self.cache.put(key, data)
         return data
+
+    def problem(self, info, path: Path, page: int) -> str | None:
+        """Why this page cannot be drawn, as a sentence for people, or None when it can. Finding out
+        draws the plain page (cached: the viewer's picture asks for it next); an encrypted PDF is
+        remembered, so it is not opened again."""
+        if info.kind != "pdf":
+            return None
+        if (info.id, info.sha256) in self._encrypted:
+            return ENCRYPTED
+        try:
+            self._plain(("page", info.id, info.sha256, page, DEFAULT_WIDTH), path, page, DEFAULT_WIDTH)
+        except LoadError as exc:
+            if exc.reason == "encrypted":
+                self._encrypted.add((info.id, info.sha256))
+                return ENCRYPTED
+            return f"This page can't be drawn: {exc}"
+        return None
 
     def _plain(self, key: tuple, path: Path, page: int, width: int) -> bytes:
         data = self.cache.get(key)

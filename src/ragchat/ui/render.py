@@ -105,11 +105,12 @@ def viewer_placeholder() -> str:
 
 
 def passage_html(source: Mapping, page_text: str | None, *, original_url: str | None = None,
-                 is_pdf: bool = False, page_image: str | None = None) -> str:
+                 is_pdf: bool = False, page_image: str | None = None, page_note: str | None = None) -> str:
     """The passage in context: the page as a picture with the passage highlighted on it (page_image,
     the URL of ragchat.ui.pageview's route, for PDFs and images), then the page's text with the cited
     passage marked, plus (for PDFs) a link to the stored original at that page, and a fold-out that
-    embeds it when there is no picture."""
+    embeds it when there is no picture. page_note: why the page is not drawn (an encrypted PDF), shown
+    where the picture would be."""
     name = html.escape(str(source.get("source", "")))
     page = source.get("page")
     passage = str(source.get("text", ""))
@@ -131,7 +132,9 @@ def passage_html(source: Mapping, page_text: str | None, *, original_url: str | 
             links += (f'<details class="rc-pdf"><summary>Show the PDF page here</summary>'
                       f'<iframe loading="lazy" title="{name}" src="{html.escape(target)}"></iframe></details>')
     picture = ""
-    if page_image:
+    if page_note:
+        picture = f'<p class="rc-note rc-page-note">{html.escape(page_note)}</p>'
+    elif page_image:
         alt = f"{page_label(page) or 'The page'} of {source.get('source', '')}, with the passage highlighted"
         picture = (f'<div class="rc-page-image"><img src="{html.escape(page_image)}" alt="{html.escape(alt)}" '
                    'decoding="async"></div>')

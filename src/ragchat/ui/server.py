@@ -71,7 +71,8 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     library shows the progress of the files they sync."""
     settings: Settings = engine.settings
     jobs = engine.start_jobs(workdir)  # one ingestion for the page and the HTTP API
-    webapp = WebApp(engine, jobs, watchers)
+    page_views = PageViews(engine.catalog, engine.store, settings.ingest)
+    webapp = WebApp(engine, jobs, watchers, page_views)
     blocks = build_blocks(webapp, warmup)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=512)
 
@@ -84,7 +85,7 @@ def build_app(engine, *, workdir: Path | None = None, warmup: "Warmup | None" = 
     # engine and ingestion jobs as the page, behind the same login.
     install_api(app, engine, jobs)
     _install_status_routes(app, warmup)
-    app.state.page_views = _install_document_routes(app, engine)
+    app.state.page_views = _install_document_routes(app, engine, page_views)
 
     # Login (when users exist), CORS and Host checks in front of every route, Gradio's included.
     security = auth.install_web_security(app, settings, engine.catalog)
@@ -107,7 +108,7 @@ def _install_status_routes(app: FastAPI, warmup: "Warmup | None") -> None:
         return JSONResponse({"models": warmup.state if warmup else "ready"})
 
 
-def _install_document_routes(app: FastAPI, engine) -> PageViews:
+def _install_document_routes(app: FastAPI, engine, page_views: PageViews) -> PageViews:
     """The stored originals and their page images, behind the access rules; returns the page views
     (the caller closes them)."""
 
@@ -138,8 +139,6 @@ def _install_document_routes(app: FastAPI, engine) -> PageViews:
         headers["Content-Security-Policy"] = "sandbox"
         return FileResponse(path, media_type="text/plain; charset=utf-8", filename=name,
                             content_disposition_type="inline", headers=headers)
-
-    page_views = PageViews(engine.catalog, engine.store, engine.settings.ingest)
 
     @app.get("/ragchat/page/{doc_id}/{page}.png")
     def page_image(doc_id: str, page: str, request: Request, chunk: str | None = None, w: int | None = None):

@@ -14,13 +14,15 @@ from ragchat.ingest.watch import Watchers
 from ragchat.ui.chat import ChatCallbacks
 from ragchat.ui.conversations import ConversationCallbacks
 from ragchat.ui.library import LibraryCallbacks
+from ragchat.ui.pageview import PageViews
 
 
 class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks):
     """The page's callbacks over one engine and the ingestion jobs it shares with the HTTP API."""
 
-    def __init__(self, engine, jobs: IngestJobs, watchers: Watchers | None = None):
+    def __init__(self, engine, jobs: IngestJobs, watchers: Watchers | None = None, page_views: PageViews | None = None):
         self.engine = engine
+        self.page_views = page_views  # the viewer asks it whether a page can be drawn
         self.settings = engine.settings
         self.jobs = jobs
         self.watchers = watchers  # when the server watches folders: the library shows their progress
