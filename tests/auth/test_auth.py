@@ -397,6 +397,45 @@ def test_failed_logins_are_throttled(secured):
     assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
 
 
+def test_two_servers_on_one_catalog_allow_the_throttles_limit_of_wrong_passwords_in_all(secured, tmp_path):
+    """Login throttling is shared: a second server (its own app and its own connection to the same
+    catalog, as another process would have) counts the first one's failures, so an attacker who
+    alternates between them gets `limit` guesses in all, not `limit` per server."""
+    _, sec, first = secured
+    other_catalog = Catalog(sec.catalog.url)
+    try:
+        app = tiny_app()
+        other = auth.install_web_security(app, security_settings(tmp_path), other_catalog)
+        second = TestClient(app, base_url=BASE)
+        limit = sec.throttle.limit
+        assert other.throttle.limit == limit
+        allowed = 0
+        for i in range(3 * limit):
+            r = (first, second)[i % 2].post("/login", data={"username": "alice", "password": f"guess {i}"})
+            assert r.status_code in (401, 429), r.text
+            allowed += r.status_code == 401
+        assert allowed == limit
+        for client in (first, second):  # the right password too waits, on both servers
+            assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
+        # what is kept names neither the user nor the guesses
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("catalog.sqlite*"))
+        assert b"guess 1" not in raw and b"user:alice" not in raw
+    finally:
+        other_catalog.close()
+
+
+def test_a_successful_login_does_not_count_and_clears_the_users_failures(catalog):
+    for throttle in (auth.LoginThrottle(limit=3), auth.LoginThrottle(limit=3, catalog=catalog)):
+        for _ in range(2):
+            assert throttle.begin("ip:1", "user:alice") is not None  # two wrong passwords
+        ok = throttle.begin("ip:1", "user:alice")
+        throttle.succeeded(ok, "user:alice")  # the third was right
+        assert throttle.begin("ip:2", "user:alice") is not None  # alice starts afresh
+        assert throttle.begin("ip:1", "user:bob") is not None  # the address has 3 failures now: 2 + 1
+        assert throttle.begin("ip:1", "user:carol") is None  # the address is at the limit
+        assert throttle.begin("ip:3", "user:carol") is not None  # carol, from elsewhere, is not
+
+
 def test_foreign_origins_and_hosts_are_refused(secured):
     _, _, client = secured
     cookie = {auth.SESSION_COOKIE: login(client)}

@@ -124,15 +124,16 @@ async def login_routes(sec: WebSecurity, scope, receive) -> Response:
     name, password = form.get("username", "").strip(), form.get("password", "")
     target = safe_next(form.get("next") or request.query_params.get("next") or "/")
     client = request.client.host if request.client else "?"
-    if sec.throttle.blocked(f"ip:{client}", f"user:{name}"):
+    # counted as a failure from here on, in the catalog every server shares, unless it succeeds
+    attempt = await run_in_threadpool(sec.throttle.begin, f"ip:{client}", f"user:{name}")
+    if attempt is None:
         return json_answer(429, {"detail": "too many failed logins: wait a few minutes and try again"})
     token = await run_in_threadpool(sec.login, name, password)  # argon2 takes a while: off the event loop
     if token is None:
-        sec.throttle.failed(f"ip:{client}", f"user:{name}")
         if browser:
             return _login_page(401, root, target, "Wrong user name or password.")
         return json_answer(401, {"detail": "wrong user name or password"})
-    sec.throttle.succeeded(f"user:{name}")
+    await run_in_threadpool(sec.throttle.succeeded, attempt, f"user:{name}")
     response = redirect(root + target) if browser else json_answer(200, {"success": True, "user": name})
     secure = scope.get("scheme") == "https" or request.headers.get("x-forwarded-proto") == "https"
     set_session_cookie(response, token, secure)

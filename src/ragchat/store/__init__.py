@@ -8,6 +8,7 @@ This package owns what is kept on disk or on the shared servers, and how it is r
 - ``records``: the plain records the catalog takes and gives (``Chunk``, ``DocInfo``).
 - ``documents``: documents and their life cycle, pages, word boxes and chunks.
 - ``jobs``: the change log and the ingestion queue of shared mode.
+- ``logins``: the login throttle's counts, shared by every server of a catalog.
 - ``conversations``: chats and their messages.
 - ``vectors``: ``VectorIndex``, the chunk vectors in Chroma (embedded, or a Chroma server).
 - ``lexical``: ``LexicalIndex``, BM25 over the chunks with Tantivy.

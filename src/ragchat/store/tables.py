@@ -160,3 +160,15 @@ class JobRow(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class LoginFailure(Base):
+    """A failed login (or one being checked), per client address and per user name, for the login
+    throttle (ragchat.auth.sessions.LoginThrottle): kept here, every server sharing the catalog counts
+    the same failures. The key is a hash: a password typed into the name field is not kept."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
