@@ -370,7 +370,8 @@ def bob_checks(team, alice_doc) -> dict:
         ("POST", "/v1/chat/completions"): chat,
         ("GET", "/api/docs"): docs_page,
         ("GET", "/api/openapi.json"): openapi,
-        **{(m, p): unknown for m in ("GET", "POST", "PUT", "PATCH", "DELETE") for p in ("/api/v1/{path:path}", "/v1/{path:path}")},
+        **{(m, p): unknown for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY")
+           for p in ("/api/v1/{path:path}", "/v1/{path:path}")},
     }
 
 
@@ -526,6 +527,11 @@ def test_errors_are_json_with_the_right_status(team, fake):
     assert r.status_code == 404 and "no such API route" in r.json()["detail"]
     r = client.post("/v1/completions", headers=alice, json={})
     assert r.status_code == 404 and "no such API route" in r.json()["error"]["message"]
+    # a known path with a method it does not have: 405, with the methods it allows
+    r = client.put("/api/v1/documents", headers=alice)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST" and r.json()["code"] == "method_not_allowed"
+    r = client.request("TRACE", "/v1/models", headers=alice)
+    assert r.status_code == 405 and r.headers["allow"] == "GET" and r.json()["error"]["code"] == "method_not_allowed"
     r = client.get(f"/api/v1/jobs/{'f' * 12}", headers=alice)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 

@@ -20,12 +20,15 @@ should read. An OpenAI-shaped route goes in ``openai_compat.py``.
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.routing import Match
 
 from ragchat.api.common import JSON_BODY_LIMIT, OPENAI_PREFIX, REST_PREFIX, ApiError, BodyLimit, install_error_handlers
 from ragchat.api.openai_compat import openai_router
 from ragchat.api.rest import rest_router
+from ragchat.api.schema import install_schema
 
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Every method the catch-all answers: 405 on a known path, 404 elsewhere (never the page's 404).
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY"]
 
 
 def install_api(app, engine, jobs) -> None:
@@ -41,15 +44,23 @@ def install_api(app, engine, jobs) -> None:
         return None
 
     install_error_handlers(app)
-    app.include_router(rest_router(engine, jobs))
-    app.include_router(openai_router(engine))
+    routers = [rest_router(engine, jobs), openai_router(engine)]
+    for router in routers:
+        app.include_router(router)
+    api_routes = [r for router in routers for r in router.routes]  # their paths carry the prefix
 
     # Any other path under the API's prefixes is the API's 404 (in its own error shape), not the
-    # page's: a client with a wrong base URL learns what is wrong.
+    # page's: a client with a wrong base URL learns what is wrong. A known path asked with another
+    # method is a 405 that names the methods it allows.
     @app.api_route(REST_PREFIX + "/{path:path}", methods=_METHODS, include_in_schema=False)
     @app.api_route(OPENAI_PREFIX + "/{path:path}", methods=_METHODS, include_in_schema=False)
     def unknown(request: Request):
+        allowed = sorted({m for r in api_routes if r.matches(request.scope)[0] == Match.PARTIAL for m in r.methods})
+        if allowed:
+            raise ApiError(405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allowed)} "
+                                "(see /api/docs)", "method_not_allowed", {"Allow": ", ".join(allowed)})
         raise ApiError(404, f"no such API route: {request.method} {request.url.path} (see /api/docs and docs/API.md)",
                        "unknown_route")
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    install_schema(app, lambda: bool(getattr(getattr(app.state, "ragchat_security", None), "login_required", False)))

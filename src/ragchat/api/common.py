@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,8 +33,20 @@ REST_PREFIX = "/api/v1"
 OPENAI_PREFIX = "/v1"
 JSON_BODY_LIMIT = 4 * 1024 * 1024
 
+# What each error status means, for the schema (docs/API.md, "Errors", says the same for people).
+ERROR_MEANINGS = {
+    400: "a malformed body, a missing or wrong field (the schema's rules), no file in an upload",
+    401: "no API key or session, or an invalid or revoked key (team mode)",
+    403: "a foreign Origin or Host, or a private collection of another user",
+    404: "no such document, job or model, or not yours to see (the same answer)",
+    409: "the original file is not stored: upload it again",
+    413: "the request or a file is larger than the limit",
+    503: "the language model or the store is unavailable or busy (Retry-After when busy)",
+}
+
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 409: "invalid_request_error", 413: "invalid_request_error",
+          404: "not_found_error", 405: "invalid_request_error", 409: "invalid_request_error",
+          413: "invalid_request_error",
           503: "service_unavailable"}
 
 
@@ -43,6 +56,45 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers
+
+
+def _a_json_number(cls, value: Any) -> Any:
+    """JSON's true/false and strings are not numbers, whatever pydantic's lax mode would make of them."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a number")
+    return value
+
+
+def numbers_only(*fields: str):
+    """A model's validator: these fields take JSON numbers as the schema says (3 and 3.0 for an
+    integer), never true or "3"; ``strict`` would refuse 3.0, which JSON Schema calls an integer."""
+    return field_validator(*fields, mode="before")(_a_json_number)
+
+
+class RestError(BaseModel):
+    """A REST error: ``detail`` is for people, ``code`` for programs (401 adds OpenAI's ``error``)."""
+
+    detail: str
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """A ``/v1`` error, in OpenAI's shape."""
+
+    error: OpenAIErrorBody
+
+
+def errors(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route for the error statuses it can answer (401 always: team mode)."""
+    model = OpenAIError if openai else RestError
+    return {status: {"model": model, "description": ERROR_MEANINGS[status]} for status in sorted({401, *statuses})}
 
 
 def is_api_path(path: str) -> bool:

@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragchat.api.common import OPENAI_PREFIX, AnswerRun, ApiError, scoped_filters, source_json
+from ragchat.api.common import OPENAI_PREFIX, AnswerRun, ApiError, errors, numbers_only, scoped_filters, source_json
 from ragchat.auth import current_user
 from ragchat.answer.engine import ChatOptions
 from ragchat.answer.sanitize import MarkdownStream
@@ -49,9 +49,10 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(description='"ragchat" (every collection you may read) or "ragchat/COLLECTION".')
     messages: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
-    stream: bool = False
+    stream: bool = Field(False, strict=True)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     n: int | None = Field(None, ge=1, le=1)
+    _numbers = numbers_only("temperature", "n")
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -108,17 +109,19 @@ def openai_router(engine) -> APIRouter:
     def model_json(name: str, created: int) -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": "ragchat"}
 
-    @router.get("/models", summary="The models: ragchat, and ragchat/COLLECTION per readable collection")
+    @router.get("/models", summary="The models: ragchat, and ragchat/COLLECTION per readable collection",
+                responses=errors(openai=True))
     def models(user: str | None = Depends(current_user)):
         created = int(time.time())
         return {"object": "list", "data": [model_json(m, created) for m in models_for(user)]}
 
-    @router.get("/models/{model:path}", summary="One model")
+    @router.get("/models/{model:path}", summary="One model", responses=errors(404, openai=True))
     def model(model: str, user: str | None = Depends(current_user)):
         collection_of(model, user)
         return model_json(model, int(time.time()))
 
-    @router.post("/chat/completions", summary="Chat completions over your documents (OpenAI-compatible)")
+    @router.post("/chat/completions", summary="Chat completions over your documents (OpenAI-compatible)",
+                 responses=errors(400, 403, 404, 413, 503, openai=True))
     async def chat_completions(body: ChatCompletionRequest, request: Request, user: str | None = Depends(current_user)):
         collections = collection_of(body.model, user)
         question, history = split_messages(body.messages)

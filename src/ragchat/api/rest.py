@@ -42,7 +42,8 @@ from starlette.datastructures import UploadFile
 
 from ragchat.core import access
 from ragchat.retrieve import scope
-from ragchat.api.common import REST_PREFIX, AnswerRun, ApiError, answer_json, scoped_filters, source_json
+from ragchat.api.common import (REST_PREFIX, AnswerRun, ApiError, answer_json, errors, numbers_only, scoped_filters,
+                                source_json)
 from ragchat.auth import current_user
 from ragchat.answer.engine import ChatOptions
 from ragchat.answer.sanitize import MarkdownStream
@@ -51,6 +52,16 @@ from ragchat.ingest.pipeline import safe_name
 MAX_FILES = 50  # per upload request
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 _TERMINAL = {"done", "unchanged", "failed"}
+# The upload's multipart body, for the schema (the route reads the form itself, to stream big files).
+UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": f"A file to ingest; repeat the field for more (at most {MAX_FILES})."},
+        "collection": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+                       "description": "The collection (in team mode, one of your own; default: the configured one)."},
+        "password": {"type": "string", "description": "The password of an encrypted PDF."},
+    }}}}}
 
 
 class Turn(BaseModel):
@@ -64,6 +75,7 @@ class SearchRequest(BaseModel):
     collections: list[str] | None = Field(None, description="Only these collections (default: all you may read).")
     document_ids: list[str] | None = Field(None, description="Only these documents.")
     mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Which indexes answer (default: retrieval.mode).")
+    _numbers = numbers_only("top_k")
 
 
 class AskRequest(BaseModel):
@@ -74,7 +86,9 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=50, description="Sources handed to the model (default: retrieval.top_k).")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     model: str | None = Field(None, max_length=200, description='"builtin" or an Ollama model name (default: configured).')
-    stream: bool = Field(True, description="NDJSON events as the answer is written; false: one JSON object at the end.")
+    stream: bool = Field(True, strict=True,
+                         description="NDJSON events as the answer is written; false: one JSON object at the end.")
+    _numbers = numbers_only("top_k", "temperature")
 
 
 def jobs_key(user: str | None) -> str:
@@ -113,7 +127,7 @@ class _Context:
 
 
 def _library_routes(router: APIRouter, ctx: _Context) -> None:
-    @router.get("/collections", summary="Collections you may search")
+    @router.get("/collections", summary="Collections you may search", responses=errors())
     def collections(user: str | None = Depends(current_user)):
         docs = scope.visible_documents(ctx.engine.catalog, user)
         counts: dict[str, int] = {}
@@ -122,7 +136,7 @@ def _library_routes(router: APIRouter, ctx: _Context) -> None:
         return {"collections": [{"name": c, "documents": counts.get(c, 0), "private": access.is_private(c)}
                                 for c in ctx.engine.allowed_collections(user)]}
 
-    @router.get("/documents", summary="Documents you may see")
+    @router.get("/documents", summary="Documents you may see", responses=errors())
     def list_documents(collection: str | None = Query(None, description="Only this collection."),
                        user: str | None = Depends(current_user)):
         docs = scope.visible_documents(ctx.engine.catalog, user)
@@ -130,7 +144,8 @@ def _library_routes(router: APIRouter, ctx: _Context) -> None:
 
 
 def _upload_route(router: APIRouter, ctx: _Context) -> None:
-    @router.post("/documents", status_code=202, summary="Upload files (multipart) to ingest in the background")
+    @router.post("/documents", status_code=202, summary="Upload files (multipart) to ingest in the background",
+                 responses=errors(400, 403, 413), openapi_extra={"requestBody": UPLOAD_BODY})
     async def upload(request: Request, user: str | None = Depends(current_user)):
         try:
             form = await request.form(max_files=MAX_FILES, max_fields=20)
@@ -164,7 +179,7 @@ def _upload_route(router: APIRouter, ctx: _Context) -> None:
 
 
 def _document_routes(router: APIRouter, ctx: _Context) -> None:
-    @router.get("/documents/{doc_id}", summary="One document, with its ingestion progress")
+    @router.get("/documents/{doc_id}", summary="One document, with its ingestion progress", responses=errors(404))
     def get_document(doc_id: str, user: str | None = Depends(current_user)):
         info = ctx.readable(doc_id, user)
         row = ctx.jobs.row_for_document(jobs_key(user), doc_id) if _DOC_ID.fullmatch(doc_id) else None
@@ -182,7 +197,8 @@ def _document_routes(router: APIRouter, ctx: _Context) -> None:
         out["progress"] = progress
         return out
 
-    @router.delete("/documents/{doc_id}", summary="Remove a document from the indexes and the store")
+    @router.delete("/documents/{doc_id}", summary="Remove a document from the indexes and the store",
+                   responses={202: {"description": "queued after the ingestion that runs on it"}, **errors(404, 503)})
     def delete_document(doc_id: str, user: str | None = Depends(current_user)):
         info = ctx.document(doc_id, user)
         removed, failed, queued = ctx.jobs.remove_now_or_later(jobs_key(user), [info])
@@ -192,7 +208,8 @@ def _document_routes(router: APIRouter, ctx: _Context) -> None:
             raise ApiError(503, f"{info.source}: {failed[0][1]}", "remove_failed")
         return {"removed": bool(removed), "id": doc_id}
 
-    @router.post("/documents/{doc_id}/reindex", status_code=202, summary="Parse and index a document again")
+    @router.post("/documents/{doc_id}/reindex", status_code=202, summary="Parse and index a document again",
+                 responses=errors(404, 409))
     def reindex_document(doc_id: str, user: str | None = Depends(current_user)):
         info = ctx.document(doc_id, user)
         if not info.original or not (ctx.engine.store / info.original).is_file():
@@ -201,7 +218,7 @@ def _document_routes(router: APIRouter, ctx: _Context) -> None:
 
 
 def _job_route(router: APIRouter, ctx: _Context) -> None:
-    @router.get("/jobs/{job_id}", summary="Progress of an ingestion job, file by file")
+    @router.get("/jobs/{job_id}", summary="Progress of an ingestion job, file by file", responses=errors(404))
     def get_job(job_id: str, user: str | None = Depends(current_user)):
         job = ctx.jobs.job(jobs_key(user), job_id)
         if job is None:
@@ -210,7 +227,7 @@ def _job_route(router: APIRouter, ctx: _Context) -> None:
 
 
 def _search_route(router: APIRouter, ctx: _Context) -> None:
-    @router.post("/search", summary="Ranked passages for a query")
+    @router.post("/search", summary="Ranked passages for a query", responses=errors(400, 403, 413, 503))
     def search(body: SearchRequest, user: str | None = Depends(current_user)):
         filters = scoped_filters(ctx.engine, user, body.collections, body.document_ids)
         hits = ctx.engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode)
@@ -223,7 +240,8 @@ def _search_route(router: APIRouter, ctx: _Context) -> None:
 
 def _ask_route(router: APIRouter, ctx: _Context) -> None:
     @router.post("/ask", summary="Ask a question: a streamed answer (NDJSON) and its sources",
-                 responses={200: {"content": {"application/x-ndjson": {}, "application/json": {}}}})
+                 responses={200: {"content": {"application/x-ndjson": {}, "application/json": {}}},
+                            **errors(400, 403, 413, 503)})
     async def ask(body: AskRequest, user: str | None = Depends(current_user)):
         filters = scoped_filters(ctx.engine, user, body.collections, body.document_ids)
         options = ChatOptions(top_k=body.top_k, temperature=body.temperature, model=body.model or None)
