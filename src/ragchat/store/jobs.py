@@ -1,7 +1,11 @@
 """The catalog's change log and the ingestion queue of shared mode.
 
 - The change log (``changes`` table) has one row per change of a document's searchable state, in
-  commit order; shared mode's BM25 caches follow it (ragchat.store.lexical_follow).
+  commit order; shared mode's BM25 caches follow it (ragchat.store.lexical_follow). Each cache says
+  how far it has applied it (``change_readers``), and ``prune_changes`` deletes the rows that every
+  cache seen in ``READER_GONE_S`` has applied, all but the newest (the sequence goes on from it).
+  A cache that comes back after its rows were pruned (``changes_pruned_through``) rebuilds itself
+  from the catalog, as a new one does.
 - The job queue (``jobs`` table) holds the ingestion jobs any server or worker may take
   (ragchat.ingest.queue runs them); ``claim_job`` makes a claim exclusive.
 
@@ -22,11 +26,13 @@ import uuid
 from datetime import timedelta
 from typing import Sequence
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from ragchat.store.tables import Change, JobRow, now
+from ragchat.store.tables import Change, ChangeReader, JobRow, Meta, now
 
+READER_GONE_S = 7 * 24 * 3600  # a BM25 cache silent this long no longer holds back pruning
+_PRUNED_META = "changes_pruned_through"
 _SECRET_META = "session_secret"  # also signs the login sessions (ragchat.auth.web): one secret per catalog
 _PASSWORD_KEY = b"ragchat.job-password\0"  # keeps this key apart from the session signatures'
 
@@ -54,6 +60,31 @@ class ChangeLog:
         with self.session() as s:
             return [tuple(r) for r in s.execute(
                 select(Change.seq, Change.doc_id).where(Change.seq > seq).order_by(Change.seq).limit(limit))]
+
+    def applied_changes(self, reader: str, seq: int) -> None:
+        """Reader `reader` (a BM25 cache) has applied every change up to seq, and is alive."""
+        with self.session() as s, s.begin():
+            s.merge(ChangeReader(id=reader, seq=seq, seen_at=now()))
+
+    def changes_pruned_through(self) -> int:
+        """The changes up to this sequence number may be gone: a reader behind it must rebuild."""
+        return int(self.get_meta(_PRUNED_META) or 0)
+
+    def prune_changes(self, gone_s: float = READER_GONE_S) -> int:
+        """Delete the changes every reader seen in the last gone_s seconds has applied, keeping the
+        newest row; readers silent longer are forgotten. Returns how many rows went."""
+        self.get_meta(_PRUNED_META) or self.setdefault_meta(_PRUNED_META, "0")
+        with self.session() as s, s.begin():
+            mark = s.get(Meta, _PRUNED_META, with_for_update=True)  # one pruning at a time
+            s.execute(delete(ChangeReader).where(ChangeReader.seen_at < now() - timedelta(seconds=gone_s)))
+            low = s.scalar(select(func.min(ChangeReader.seq)))
+            top = s.scalar(select(func.max(Change.seq)))
+            if low is None or top is None or min(low, top - 1) <= int(mark.value):
+                return 0
+            upto = min(low, top - 1)
+            gone = s.execute(delete(Change).where(Change.seq <= upto)).rowcount
+            mark.value = str(upto)  # committed with the delete: a reader behind it knows to rebuild
+        return gone
 
 
 class Jobs:

@@ -9,6 +9,11 @@ back the chunks of the ones that are "done" now (one still being written waits f
 this index within `shared.follow_interval_s`. Even before that, retrieval never returns it: it keeps
 only chunks of documents the catalog says are done and reads their text from the catalog.
 
+Pruning: each cache reports the sequence number it has applied (``Catalog.applied_changes``, also
+as a heartbeat every ``_REPORT_S``), and a follower prunes the rows every live cache has applied
+every ``_PRUNE_S`` (``Catalog.prune_changes``). A cache that finds rows it still needed pruned (it
+was stopped longer than ``READER_GONE_S``) rebuilds from the catalog, like a new one.
+
 The cache lives in a slot folder under `shared.lexical_cache` (default ~/.cache/ragchat/lexical),
 keyed by the catalog's store id: a restarted server catches up from the sequence number it saved
 instead of re-reading every chunk, and several servers on one machine each take a free slot (a
@@ -21,6 +26,7 @@ import fcntl
 import json
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +35,9 @@ from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 from ragchat.store.outage import RetryQuietly
 
 log = logging.getLogger(__name__)
+
+_REPORT_S = 60.0  # how often a cache says it is alive even when nothing changed
+_PRUNE_S = 60.0  # how often a follower prunes the change log
 
 
 def store_id(catalog: Catalog) -> str:
@@ -50,9 +59,13 @@ class FollowedLexicalIndex:
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.reader = uuid.uuid4().hex  # replaced by the cache's own id when it has one
+        self._reported = self._pruned = 0.0
         self.seq = self._load_seq()
-        if self.seq is None or self.seq > catalog.last_change():  # new cache, or the catalog was replaced
-            self.rebuild()
+        if self.seq is None or self.seq > catalog.last_change() or self.seq < catalog.changes_pruned_through():
+            self.rebuild()  # new cache, the catalog was replaced, or rows it needed were pruned
+        else:
+            self._save_seq(self.seq)  # keeps this cache's id, and says where it stands, before pruning starts
         self.follow()
 
     def _load_seq(self) -> int | None:
@@ -62,19 +75,24 @@ class FollowedLexicalIndex:
             return None
         if state.get("format") != LEXICAL_FORMAT or not isinstance(state.get("seq"), int):
             return None
+        if isinstance(state.get("reader"), str):
+            self.reader = state["reader"]
         return state["seq"]
 
     def _save_seq(self, seq: int) -> None:
         self.seq = seq
         tmp = self._state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": LEXICAL_FORMAT, "seq": seq}))
+        tmp.write_text(json.dumps({"format": LEXICAL_FORMAT, "seq": seq, "reader": self.reader}))
         tmp.replace(self._state)
+        self.catalog.applied_changes(self.reader, seq)
+        self._reported = time.monotonic()
 
     def rebuild(self) -> None:
         """Fill the cache from every done chunk of the catalog. The changes made meanwhile are
         applied by the next follow(), since the sequence number is read before the chunks."""
         with self._sync_lock:
             seq = self.catalog.last_change()
+            self.catalog.applied_changes(self.reader, seq)  # holds back pruning past seq from now on
             self.index.clear()
             for rows in self.catalog.iter_done_chunks():
                 self.index.add(rows)
@@ -83,10 +101,22 @@ class FollowedLexicalIndex:
 
     def follow(self) -> int:
         """Apply the catalog's changes since the last call; returns how many documents changed."""
+        changed = self._follow()
+        if time.monotonic() - self._reported > _REPORT_S:
+            self.catalog.applied_changes(self.reader, self.seq)
+            self._reported = time.monotonic()
+        if time.monotonic() - self._pruned > _PRUNE_S:
+            self._pruned = time.monotonic()
+            self.catalog.prune_changes()
+        return changed
+
+    def _follow(self) -> int:
         changed = 0
         with self._sync_lock:
             while True:
                 changes = self.catalog.changes_since(self.seq)
+                if self.seq < self.catalog.changes_pruned_through():  # read after: a prune commits both at once
+                    break  # rows this cache still needed are gone
                 if not changes:
                     return changed
                 doc_ids = list(dict.fromkeys(d for _, d in changes))
@@ -97,6 +127,9 @@ class FollowedLexicalIndex:
                 self.index.replace_docs(settled, self.catalog.done_chunks_of(settled))
                 self._save_seq(changes[-1][0])
                 changed += len(doc_ids)
+        log.warning("BM25 cache %s was away while the change log was pruned; rebuilding it", self.folder)
+        self.rebuild()
+        return changed + 1
 
     def start(self) -> None:
         if self._thread is None:

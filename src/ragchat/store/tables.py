@@ -172,3 +172,14 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+
+
+class ChangeReader(Base):
+    """How far one server's BM25 cache (ragchat.store.lexical_follow) has applied the change log, and
+    when it last said so: the rows every live cache has applied can be pruned."""
+
+    __tablename__ = "change_readers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the cache's own random id
+    seq: Mapped[int] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
