@@ -401,14 +401,16 @@ def test_two_servers_on_one_catalog_allow_the_throttles_limit_of_wrong_passwords
     """Login throttling is shared: a second server (its own app and its own connection to the same
     catalog, as another process would have) counts the first one's failures, so an attacker who
     alternates between them gets `limit` guesses in all, not `limit` per server."""
-    _, sec, first = secured
+    _, sec, _ = secured
+    limit = 4  # the setting, not the default
     other_catalog = Catalog(sec.catalog.url)
     try:
-        app = tiny_app()
-        other = auth.install_web_security(app, security_settings(tmp_path), other_catalog)
-        second = TestClient(app, base_url=BASE)
-        limit = sec.throttle.limit
-        assert other.throttle.limit == limit
+        clients = []
+        for catalog in (sec.catalog, other_catalog):
+            app = tiny_app()
+            auth.install_web_security(app, security_settings(tmp_path, login_attempts=limit), catalog)
+            clients.append(TestClient(app, base_url=BASE))
+        first, second = clients
         allowed = 0
         for i in range(3 * limit):
             r = (first, second)[i % 2].post("/login", data={"username": "alice", "password": f"guess {i}"})
@@ -425,7 +427,7 @@ def test_two_servers_on_one_catalog_allow_the_throttles_limit_of_wrong_passwords
 
 
 def test_a_successful_login_does_not_count_and_clears_the_users_failures(catalog):
-    for throttle in (auth.LoginThrottle(limit=3), auth.LoginThrottle(limit=3, catalog=catalog)):
+    for throttle in (auth.LoginThrottle(3, 300), auth.LoginThrottle(3, 300, catalog=catalog)):
         for _ in range(2):
             assert throttle.begin("ip:1", "user:alice") is not None  # two wrong passwords
         ok = throttle.begin("ip:1", "user:alice")

@@ -63,7 +63,7 @@ class LoginThrottle:
     is checked (``begin``) and forgotten when it succeeds (``succeeded``), so parallel attempts
     cannot all pass before the first failure is counted. Keys are hashed before they are kept."""
 
-    def __init__(self, limit: int = 10, window_s: float = 300.0, catalog=None):
+    def __init__(self, limit: int, window_s: float, catalog=None):
         self.limit, self.window_s = limit, window_s
         self.catalog = catalog
         self._fails: dict[str, list[tuple[int, float]]] = {}  # without a catalog: key -> (attempt id, time)

@@ -122,7 +122,8 @@ class WebSecurity:
         self.settings = settings
         self.catalog = catalog
         self.hasher = hasher
-        self.throttle = throttle or LoginThrottle(catalog=catalog)  # counts shared by every server of the catalog
+        self.throttle = throttle or LoginThrottle(  # counts shared by every server of the catalog
+            settings.server.login_attempts, settings.server.login_window_s, catalog=catalog)
         self.loopback_bind = is_loopback(settings.server.host)
         self.allowed_origins = {o for o in (norm_origin(x) for x in settings.server.allowed_origins) if o}
         self.allowed_hosts = {urllib.parse.urlsplit(o).hostname for o in self.allowed_origins}

@@ -276,6 +276,12 @@ class ServerSettings(_Section):
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
     insecure_no_auth: bool = Field(False, description="Allow a non-loopback bind without login. Only for trusted networks.")
     allowed_origins: list[str] = Field(default_factory=list, description="Extra origins allowed to call the app (CORS).")
+    login_attempts: int = Field(
+        10, ge=1, le=1000,
+        description="Wrong passwords allowed per user name and per client address within login_window_s; then logins wait. "
+        "In shared mode the servers of one catalog count together: this many in all, not per server.",
+    )
+    login_window_s: float = Field(300.0, ge=1, le=86400, description="The window over which wrong passwords are counted.")
 
 
 class SharedSettings(_Section):
