@@ -19,7 +19,7 @@ from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.answer.conversations import Conversations
 from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
 from ragchat.embed.embedder import build_embedder
-from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, StoreError
+from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, ReadOnlyStore, StoreError, host_faults
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.ingest.jobs import IngestJobs
 from ragchat.ingest.pipeline import Ingestor
@@ -31,6 +31,7 @@ from ragchat.ingest.queue import JobQueue
 from ragchat.retrieve import scope
 from ragchat.retrieve.search import Filters, Retriever
 from ragchat.store.catalog import Catalog
+from ragchat.store.wakeup import JobWakeup
 from ragchat.store.lexical import LEXICAL_FORMAT, LexicalIndex
 from ragchat.store.lexical_follow import FollowedLexicalIndex
 from ragchat.store.vectors import VectorIndex
@@ -78,15 +79,24 @@ class Engine:
         self.settings = settings
         self.store = settings.store
         self.shared = settings.shared_mode
-        self.store.mkdir(parents=True, exist_ok=True)
+        with host_faults(self.store):
+            self.store.mkdir(parents=True, exist_ok=True)
         if self.shared and settings.catalog_sqlalchemy_url.startswith("sqlite"):
             raise ConfigError(
                 "shared.chroma_url is set, so several processes share the catalog: set catalog_url to a PostgreSQL "
                 "server (postgresql+psycopg://USER@HOST:5432/DB); SQLite is for one process (docs/DEPLOY.md)"
             )
-        self._lock = None if self.shared else StoreLock(self.store)
+        if not self.shared and os.statvfs(self.store).f_flag & os.ST_RDONLY:
+            raise ReadOnlyStore(
+                f"the store folder {self.store} is read-only, and ragchat cannot open a store it cannot write to (its "
+                "SQLite catalog and Chroma write even to search). Nothing in it was changed: make it writable again (for "
+                "a mount: `mount -o remount,rw`), or copy it to a writable folder and pass that as --store"
+            )
+        with host_faults(self.store):
+            self._lock = None if self.shared else StoreLock(self.store)
         try:
-            self.catalog = Catalog(settings.catalog_sqlalchemy_url, shared=self.shared)
+            with host_faults(self.store):
+                self.catalog = Catalog(settings.catalog_sqlalchemy_url, shared=self.shared)
             self.resolve_embedding_model(allow_model_change)
             self.check_embedding_model(allow_model_change)
         except BaseException:
@@ -163,6 +173,11 @@ class Engine:
     def queue(self) -> JobQueue:
         """Shared mode: ingestion goes through the catalog's job queue, which any process may serve."""
         return JobQueue(self)
+
+    @cached_property
+    def job_wakeup(self) -> JobWakeup:
+        """Shared mode: wakes this process's job-queue waiters when the queue changes (LISTEN/NOTIFY)."""
+        return JobWakeup(self.settings.catalog_sqlalchemy_url, listen=self.settings.shared.job_notify)
 
     @cached_property
     def chat(self) -> ChatEngine:
@@ -314,6 +329,8 @@ class Engine:
             self.jobs.close()
         if "queue" in self.__dict__:
             self.queue.close()
+        if "job_wakeup" in self.__dict__:
+            self.job_wakeup.close()
         if "loader" in self.__dict__:
             self.loader.close()
         if "followed_lexical" in self.__dict__:

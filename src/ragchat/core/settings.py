@@ -304,6 +304,11 @@ class SharedSettings(_Section):
         1.0, gt=0, le=60, description="Shared mode: how often a server applies other servers' document changes to its BM25 index."
     )
     worker: bool = Field(True, description="Shared mode: whether `ragchat serve` also takes ingestion jobs from the queue.")
+    job_notify: bool = Field(
+        True,
+        description="Shared mode: wake idle workers and waiting uploads with PostgreSQL LISTEN/NOTIFY (polling stays the fallback). "
+        "Turn off behind a pooler that does not pass LISTEN on, such as PgBouncer in transaction mode.",
+    )
     job_stale_s: float = Field(
         30.0, ge=2, le=3600,
         description="Shared mode: a running ingestion job whose process has not reported for this long is taken over by another "

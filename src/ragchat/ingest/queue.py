@@ -4,6 +4,9 @@
   folder (``incoming/``), add one job per document to the catalog (store.tables.JobRow) and follow the
   jobs' progress there, reporting it as the same FileEvents the embedded mode emits. The server
   that takes a job may be another one.
+- Both sides wait for each other through PostgreSQL LISTEN/NOTIFY (``Engine.job_wakeup``,
+  ragchat.store.wakeup): a queued job starts at once, a finished one is reported at once. Polling
+  stays as the fallback, every ``_POLL_S`` while notifications are down, else ``_LISTENING_POLL_S``.
 - ``QueueWorker`` is a thread that claims the oldest job it may take and runs it through the same
   Ingestor as the embedded mode, writing progress and a heartbeat to the job row every
   ``_REPORT_S``. The jobs of one document run in order, one at a time (Catalog.claim_job, ragchat.store.jobs).
@@ -38,7 +41,8 @@ from ragchat.store.outage import RetryQuietly
 log = logging.getLogger(__name__)
 
 _REPORT_S = 1.0  # progress and heartbeat writes of a running job; job_stale_s must be well above it
-_POLL_S = 0.5  # how often an idle worker looks for a job, and a waiting server for progress
+_POLL_S = 0.5  # how often an idle worker looks for a job, and a waiting server for progress, without notifications
+_LISTENING_POLL_S = 5.0  # the same while notifications arrive (ragchat.store.wakeup): only a dead process's job needs it
 _RETRY_S = 5.0  # pause after a job had to wait for a service that is away
 FINISHED = {"done", "failed"}
 
@@ -54,6 +58,7 @@ class JobQueue:
         self.engine = engine
         self.catalog = engine.catalog
         self.incoming = engine.store / "incoming"
+        self.wakeup = engine.job_wakeup
         self._closed = threading.Event()
 
     def run_files(self, files: Sequence[SourceFile], collection: str, owner: str | None = None,
@@ -92,6 +97,7 @@ class JobQueue:
         emit = on_event or _ignore
         seen: dict[str, tuple] = {}
         while True:
+            mark = self.wakeup.mark()
             order = {jid: i for i, jid in enumerate(ids)}
             rows = sorted(self.catalog.jobs(ids), key=lambda r: order[r.id])
             for r in rows:
@@ -99,11 +105,13 @@ class JobQueue:
                 if seen.get(r.id) != state:
                     seen[r.id] = state
                     emit(FileEvent(r.source, r.stage, r.done, r.total, r.message))
-            if all(r.status in FINISHED for r in rows) or self._closed.wait(_POLL_S):
+            if all(r.status in FINISHED for r in rows) or self._closed.is_set():
                 return rows
+            self.wakeup.wait(mark, _poll_s(self.wakeup))
 
     def close(self) -> None:
         self._closed.set()
+        self.wakeup.nudge()
 
     def _stage(self, path: Path) -> str:
         """Copy an upload where every process can read it; returns its path relative to the store."""
@@ -126,6 +134,7 @@ class QueueWorker:
         self.catalog = engine.catalog
         self.name = name or worker_name()
         self.stale_s = engine.settings.shared.job_stale_s
+        self.wakeup = engine.job_wakeup
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -136,6 +145,7 @@ class QueueWorker:
 
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
+        self.wakeup.nudge()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -144,8 +154,9 @@ class QueueWorker:
             self._stop, _POLL_S, away=lambda exc: log.warning("cannot take jobs from the catalog (%s); retrying", exc),
             back=lambda: log.warning("the job queue is reachable again"))
         while not self._stop.is_set():
-            if not retry(self.run_one):
-                self._stop.wait(_POLL_S)
+            mark = self.wakeup.mark()  # before looking: a job queued while we look wakes the wait below
+            if not retry(self.run_one) and not self._stop.is_set():
+                self.wakeup.wait(mark, _poll_s(self.wakeup))
 
     def run_one(self) -> bool:
         """Claim and run one job; False when there was none to take."""
@@ -233,6 +244,10 @@ class _Reporter:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def _poll_s(wakeup) -> float:
+    return _LISTENING_POLL_S if wakeup.listening else _POLL_S
 
 
 def _ignore(_event) -> None:

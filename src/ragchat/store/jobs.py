@@ -7,7 +7,9 @@
   A cache that comes back after its rows were pruned (``changes_pruned_through``) rebuilds itself
   from the catalog, as a new one does.
 - The job queue (``jobs`` table) holds the ingestion jobs any server or worker may take
-  (ragchat.ingest.queue runs them); ``claim_job`` makes a claim exclusive.
+  (ragchat.ingest.queue runs them); ``claim_job`` makes a claim exclusive. Every change of a job
+  row that someone may wait for (queued, progress, put back, finished) sends a notification at
+  commit (ragchat.store.wakeup).
 
 An encrypted PDF's password is never written in the clear: the job row holds it encrypted (Fernet,
 AES-128-CBC with HMAC-SHA256) with a key derived from the catalog's session secret, which every
@@ -30,6 +32,7 @@ from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ragchat.store.tables import Change, ChangeReader, JobRow, Meta, now
+from ragchat.store.wakeup import notify_jobs
 
 READER_GONE_S = 7 * 24 * 3600  # a BM25 cache silent this long no longer holds back pruning
 _PRUNED_META = "changes_pruned_through"
@@ -101,6 +104,7 @@ class Jobs:
             s.add(JobRow(id=jid, kind=kind, doc_id=doc_id, collection=collection, source=source, owner=owner, path=path,
                          password=sealed, force=force, status=status, stage=stage,
                          message=message, created_at=now(), updated_at=now()))
+            notify_jobs(s)
         return jid
 
     def job_password(self, job: JobRow) -> str | None:
@@ -155,6 +159,7 @@ class Jobs:
             if value is not None:
                 values[key] = value
         with self.session() as s, s.begin():
+            notify_jobs(s)
             return s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker,
                                                   JobRow.status == "running").values(**values)).rowcount == 1
 
@@ -162,12 +167,14 @@ class Jobs:
         with self.session() as s, s.begin():
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
                 status=status, stage=stage, message=message, password=None, updated_at=now()))
+            notify_jobs(s)
 
     def release_job(self, job_id: str, worker: str, message: str) -> None:
         """Put a job back in the queue (a service it needs is away), to be tried again."""
         with self.session() as s, s.begin():
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.worker == worker).values(
                 status="queued", stage="queued", message=message, worker=None, updated_at=now()))
+            notify_jobs(s)
 
     def jobs(self, ids: Sequence[str]) -> list[JobRow]:
         with self.session() as s:
