@@ -10,6 +10,7 @@ This package owns what is kept on disk or on the shared servers, and how it is r
 - ``jobs``: the change log and the ingestion queue of shared mode.
 - ``logins``: the login throttle's counts, shared by every server of a catalog.
 - ``conversations``: chats and their messages.
+- ``feedback``: thumbs up or down on answers, and votes between two set-ups side by side.
 - ``vectors``: ``VectorIndex``, the chunk vectors in Chroma (embedded, or a Chroma server).
 - ``lexical``: ``LexicalIndex``, BM25 over the chunks with Tantivy.
 - ``lexical_follow``: shared mode's BM25 cache that follows the catalog's change log.

@@ -7,7 +7,8 @@ and a document is searchable only once its status is "done".
 ``Catalog`` is the one object callers hold. This module opens the database and keeps the store
 facts (``store_meta``: a key-value table); the methods of each table group come from the modules
 that own it: ``documents`` (documents, pages, word boxes, chunks), ``jobs`` (the change log and the
-job queue), ``conversations`` and ``logins`` (the login throttle's counts). The tables themselves are in ``tables``; the users and API keys
+job queue), ``conversations``, ``logins`` (the login throttle's counts) and ``feedback`` (thumbs and
+votes). The tables themselves are in ``tables``; the users and API keys
 tables are read by ragchat.auth.
 """
 
@@ -21,12 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ragchat.core.errors import StoreError
 from ragchat.store.conversations import Conversations
 from ragchat.store.documents import Documents
+from ragchat.store.feedback import Feedback
 from ragchat.store.jobs import ChangeLog, Jobs
 from ragchat.store.logins import LoginFailures
 from ragchat.store.tables import Base, Meta
 
 
-class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures):
+class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback):
     """shared: other processes write to this catalog too, so what is cached here (the searchable
     documents) is checked against the change log instead of trusted until this process changes it."""
 

@@ -183,3 +183,37 @@ class ChangeReader(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the cache's own random id
     seq: Mapped[int] = mapped_column(Integer)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+
+
+class FeedbackRow(Base):
+    """A thumbs up (+1) or down (-1) on one answer, with what it was given on: the question, the
+    answer, its cited sources and the settings that made it (ragchat.store.feedback)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    correction: Mapped[str] = mapped_column(Text, default="")  # the answer it should have been, if given
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    sources: Mapped[list] = mapped_column(JSON, default=list)
+    setup: Mapped[dict] = mapped_column(JSON, default=dict)  # model and retrieval settings
+    conversation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+
+
+class VoteRow(Base):
+    """One comparison of two set-ups on one question (the side-by-side view): which answer won."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    question: Mapped[str] = mapped_column(Text)
+    setup_a: Mapped[str] = mapped_column(String(256))
+    setup_b: Mapped[str] = mapped_column(String(256))
+    winner: Mapped[str] = mapped_column(String(8))  # a | b | tie
+    blind: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
