@@ -14,6 +14,7 @@ One bad file never stops the others: its failure is recorded with a reason for p
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 from ragchat.core.access import owned_collection
 from ragchat.core.text import CJK_RANGE, analyze
-from ragchat.core.errors import LoadError
+from ragchat.core.errors import LoadError, host_fault, host_faults
 from ragchat.ingest.chunking import chunk_id, chunk_pages
 from ragchat.ingest.isolation import IsolatedLoader
 from ragchat.store.catalog import Catalog
@@ -38,6 +39,8 @@ SUPPORTED_SUFFIXES = {
     ".epub", ".eml", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp",
 }  # fmt: skip
 WRITE_CHUNKS = 256  # chunks embedded before they are written to the indexes and the catalog together
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class Ingestor:
         collection, owner = owned_collection(collection, owner)  # a user's files go to their private collection
         for f in files:
             emit(FileEvent(f.source, "queued"))
-        with self._lock:
+        with self._lock, host_faults(self.files_dir.parent):
             results: list[FileResult] = []
             pending: Future | None = None
             for i, f in enumerate(files):
@@ -181,6 +184,39 @@ class Ingestor:
         analyze("中文 text")
 
     def _ingest_one(self, f: SourceFile, collection: str, owner: str | None, parse, emit) -> FileResult:
+        """Ingest one file; a full or read-only store disk fails this file only, with its half-written
+        document undone (see _abandon), and the next file is tried."""
+        doc_id = doc_id_for(collection, f.source)
+        begun: list[str] = []  # the stored original's name, once the catalog says "indexing"
+        try:
+            return self._write_one(f, collection, owner, parse, emit, begun)
+        except Exception as exc:
+            fault = host_fault(exc, self.files_dir.parent)
+            if fault is None:
+                raise
+            if begun:
+                self._abandon(doc_id, f.source, collection, owner, begun[0], str(fault))
+            emit(FileEvent(f.source, "failed", message=f"failed: {fault}"))
+            return FileResult(f.source, "failed", error=str(fault), doc_id=doc_id)
+
+    def _abandon(self, doc_id: str, source: str, collection: str, owner: str | None, original: str, error: str) -> None:
+        """Undo a document whose writing a disk fault cut short: its stored original first (it frees
+        the most space), then its chunks in both indexes, then its catalog rows, recording the failure.
+        A step that fails too leaves the document "indexing": never searchable, and purged by
+        recover() at the next start."""
+        try:
+            for name in (original, original + ".part"):
+                (self.files_dir.parent / name).unlink(missing_ok=True)
+            self.vectors.delete_doc(doc_id)
+            self.lexical.delete_doc(doc_id)
+            self.catalog.remove(doc_id)
+            self.catalog.record_failure(doc_id=doc_id, source=source, collection=collection, owner=owner, error=error)
+        except Exception as exc:
+            if host_fault(exc, self.files_dir.parent) is None:
+                raise
+            log.warning("%s stays unfinished until the next start: %s", source, exc)
+
+    def _write_one(self, f: SourceFile, collection: str, owner: str | None, parse, emit, begun: list[str]) -> FileResult:
         doc_id = doc_id_for(collection, f.source)
         if isinstance(parse, FileResult):
             if parse.outcome == "failed":
@@ -207,6 +243,7 @@ class Ingestor:
             doc_id=doc_id, source=f.source, collection=collection, owner=owner, sha256=parse.sha256, size=parse.size,
             kind=doc.kind, pages=pages, embed_model=self.embedder.model_id, original=original,
         )
+        begun.append(original)
         self.catalog.set_page_boxes(doc_id, [(p.number, p.boxes) for p in doc.pages if p.boxes])  # OCR'd pages
         # Copied only once the catalog says "indexing": a crash before this point leaves the old
         # version done with its old original, a crash after it leaves a document recovery redoes.
@@ -339,7 +376,7 @@ class Ingestor:
         info = self.catalog.get(doc_id)
         if info is None:
             return False
-        with self._lock:
+        with self._lock, host_faults(self.files_dir.parent):
             self.catalog.mark_indexing(doc_id)  # unsearchable at once, recoverable if we crash now
             ids = self.catalog.chunk_ids(doc_id)
             self.vectors.delete(ids)
