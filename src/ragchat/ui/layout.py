@@ -12,6 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ragchat.ui import render
+from ragchat.ui.compare import build_compare_tab
 from ragchat.ui.library import WELCOME
 from ragchat.ui.session import ALL, AUTO, new_state
 from ragchat.ui.webapp import WebApp
@@ -119,6 +120,8 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                             refresh_btn = gr.Button("Refresh", size="sm")
                 progress_lib = gr.HTML("")
                 clear_btn = gr.Button("Clear finished uploads from the list", size="sm", variant="secondary")
+
+            build_compare_tab(app, scope)  # ---- side by side (ui/compare.py) ----------------------
 
             # ---- settings --------------------------------------------------------------------
             with gr.Tab("Settings", id="settings"):

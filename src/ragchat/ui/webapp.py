@@ -3,8 +3,9 @@ returns what to show: plain values (lists, strings, dicts) or Gradio updates; ``
 them to components.
 
 The callbacks are grouped by what they serve: ``library.py`` (documents and ingestion),
-``conversations.py`` (saved conversations and the sources panel) and ``chat.py`` (answers and the
-model picker). There is no retrieval, prompting or LLM logic in any of them.
+``conversations.py`` (saved conversations and the sources panel), ``chat.py`` (answers and the
+model picker) and ``compare.py`` (the side-by-side view and its votes). There is no retrieval,
+prompting or LLM logic in any of them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 from ragchat.ingest.jobs import IngestJobs
 from ragchat.ingest.watch import Watchers
 from ragchat.ui.chat import ChatCallbacks
+from ragchat.ui.compare import CompareCallbacks
 from ragchat.ui.conversations import ConversationCallbacks
 from ragchat.ui.library import LibraryCallbacks
 from ragchat.ui.pageview import PageViews
 
 
-class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks):
+class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks, CompareCallbacks):
     """The page's callbacks over one engine and the ingestion jobs it shares with the HTTP API."""
 
     def __init__(self, engine, jobs: IngestJobs, watchers: Watchers | None = None, page_views: PageViews | None = None):

@@ -1,0 +1,49 @@
+"""A set-up for the side-by-side view: a model choice and, optionally, retrieval settings.
+
+``Setup.options()`` is what ``ChatEngine.stream`` takes for the model and the number of sources;
+``Setup.chat(engine)`` is the chat engine to ask, over a retriever whose mode is the set-up's when
+it has one (the same indexes, embedder and catalog; only ``retrieval.mode`` differs). ``key`` names
+the set-up in the catalog's votes and the win-rate table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ragchat.answer.engine import ChatEngine, ChatOptions
+from ragchat.retrieve.search import Retriever
+
+MODES = ("hybrid", "dense", "lexical")
+
+
+@dataclass(frozen=True)
+class Setup:
+    model: str | None = None  # a ChatOptions.model value; None: the configured provider
+    mode: str | None = None  # hybrid | dense | lexical; None: retrieval.mode
+    top_k: int | None = None  # sources given to the model; None: the chat's default
+
+    def __post_init__(self):
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"retrieval mode must be one of {', '.join(MODES)}")
+
+    @property
+    def key(self) -> str:
+        """e.g. "builtin:smollm2-135m", "builtin:qwen2.5-0.5b, lexical, 2 sources"."""
+        parts = [self.model or "auto"]
+        if self.mode:
+            parts.append(self.mode)
+        if self.top_k:
+            parts.append(f"{self.top_k} source{'s' if self.top_k != 1 else ''}")
+        return ", ".join(parts)
+
+    def options(self) -> ChatOptions:
+        return ChatOptions(top_k=self.top_k or None, model=self.model)
+
+    def chat(self, engine: ChatEngine) -> ChatEngine:
+        r = engine.retriever
+        if not self.mode or self.mode == r.settings.mode:
+            return engine
+        retriever = Retriever(r.settings.model_copy(update={"mode": self.mode}), r.embedder, r.vectors, r.lexical,
+                              r.catalog, r.multilingual)
+        return ChatEngine(engine.settings, retriever, engine.llm_for, engine.gate, engine.timeout_s,
+                          engine.has_documents)
