@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_document_commands(add)
     _add_answer_commands(add)
     _add_users_command(add("users", help="manage logins and API keys for team mode (ragchat.auth.commands)"), common)
+    f = add("feedback", help="the thumbs up/down people gave answers").add_subparsers(dest="action", required=True,
+                                                                                       metavar="ACTION")
+    e = f.add_parser("export", parents=[common],
+                     help="write rated answers as a BEIR folder for `ragchat eval DIR --answers`")
+    e.add_argument("out", type=Path, metavar="DIR")
+    who = e.add_mutually_exclusive_group()
+    who.add_argument("--user", help="this user's feedback, with the documents they may read (team mode)")
+    who.add_argument("--all", action="store_true", help="everyone's feedback, with every document it cites")
     return p
 
 
@@ -369,9 +377,26 @@ def cmd_users(settings: Settings, args) -> int:
     return users_command(settings, args)
 
 
+def cmd_feedback(settings: Settings, args) -> int:
+    from ragchat.answer.feedback import FeedbackBook
+    from ragchat.store.catalog import Catalog
+    from ragchat.store.feedback import ALL
+
+    catalog = Catalog(settings.catalog_sqlalchemy_url, shared=settings.shared_mode)  # no store lock: the app may run
+    try:
+        reader = ALL if args.all else args.user
+        done = FeedbackBook(catalog, settings).export(args.out, reader, everyone=args.all)
+    finally:
+        catalog.close()
+    print(f"{args.out}: {done.line()}")
+    print(f"measure with: ragchat eval {args.out} --answers")
+    return 0 if done.questions else 1
+
+
 _COMMANDS = {
     "ingest": cmd_ingest, "watch": cmd_watch, "docs": cmd_docs, "remove": cmd_remove, "reindex": cmd_reindex, "ask": cmd_ask,
     "serve": cmd_serve, "worker": cmd_worker, "llm-server": cmd_llm_server, "eval": cmd_eval, "users": cmd_users,
+    "feedback": cmd_feedback,
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ragchat.answer.engine import ChatEngine, ChatOptions
 from ragchat.answer.conversations import Conversations
+from ragchat.answer.feedback import FeedbackBook
 from ragchat.core.settings import BUNDLED_EMBEDDER, MULTILINGUAL_EMBEDDER, Settings, user_cache_dir
 from ragchat.embed.embedder import build_embedder
 from ragchat.core.errors import ConfigError, EmbeddingModelMismatch, LLMError, ReadOnlyStore, StoreError, host_faults
@@ -105,6 +106,7 @@ class Engine:
             raise
         self.gate = LLMGate(settings.llm.max_concurrent, settings.llm.max_queue)
         self.conversations = Conversations(self.catalog)
+        self.feedback = FeedbackBook(self.catalog, settings)
         self.jobs: IngestJobs | None = None  # the background ingestion of the web server (start_jobs)
         self._resolved: dict[tuple, tuple[float, ResolvedLLM]] = {}
         self._resolve_lock = threading.Lock()

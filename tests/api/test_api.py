@@ -343,6 +343,23 @@ def bob_checks(team, alice_doc) -> dict:
         r = clean(c.post("/v1/chat/completions", headers=bob, json={"model": "ragchat", "stream": True, **asked}))
         assert sse_events(r)[-1] == "[DONE]"
 
+    def rate():
+        cited = {"doc_id": doc_id, "id": 1, "text": "Zorblax is a purple volcanic mineral."}
+        asked = {"rating": "up", "question": "What is zorblax?", "answer": "A purple mineral [1]."}
+        r = clean(c.post("/api/v1/feedback", headers=bob, json={**asked, "sources": [cited]}))
+        missing = c.post("/api/v1/feedback", headers=bob, json={**asked, "sources": [{**cited, "doc_id": "0" * 32}]})
+        assert r.status_code == missing.status_code == 403 and r.json() == missing.json(), r.text
+        assert c.get("/api/v1/feedback", headers=bob).json() == {"feedback": []}  # nothing refused was kept
+
+    def list_feedback():
+        mine = {"rating": "down", "question": "Where is zorblax found?", "answer": "On Quendra [1].",
+                "sources": [{"doc_id": doc_id, "id": 1}], "note": "private note of alice"}
+        assert c.post("/api/v1/feedback", headers=alice, json=mine).status_code == 201
+        r = clean(c.get("/api/v1/feedback", headers=bob))
+        assert r.status_code == 200 and "private note of alice" not in r.text, r.text[:300]
+        r = clean(c.get("/api/v1/feedback", params={"all": "true"}, headers=bob))
+        assert r.status_code == 403 and "admin" in r.json()["detail"]
+
     def docs_page():
         assert clean(c.get("/api/docs", headers=bob)).status_code == 200
 
@@ -365,6 +382,8 @@ def bob_checks(team, alice_doc) -> dict:
         ("GET", "/api/v1/jobs/{job_id}"): job,
         ("POST", "/api/v1/search"): search,
         ("POST", "/api/v1/ask"): ask,
+        ("POST", "/api/v1/feedback"): rate,
+        ("GET", "/api/v1/feedback"): list_feedback,
         ("GET", "/v1/models"): models,
         ("GET", "/v1/models/{model:path}"): model,
         ("POST", "/v1/chat/completions"): chat,
@@ -459,6 +478,11 @@ def test_openai_client_unchanged_streaming_and_not(team, alice_doc):
         client.chat.completions.create(model="ragchat", messages=[{"role": "assistant", "content": "hi"}])
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=team["server"].url + "v1", api_key="sk-wrong", max_retries=0).models.list()
+    foreign = openai.OpenAI(base_url=team["server"].url + "v1", api_key=team["alice_key"], max_retries=0,
+                            default_headers={"Origin": "https://evil.example"})
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # a foreign page's request, in OpenAI's shape
+        foreign.models.list()
+    assert refused.value.body["type"] == "permission_error" and "origin" in refused.value.message.lower()
 
 
 def test_the_builtin_model_answers_through_the_api(team, alice_doc):
@@ -471,6 +495,22 @@ def test_the_builtin_model_answers_through_the_api(team, alice_doc):
     assert done["type"] == "done" and done["provider"] == "llamacpp" and done["error"] is None, done
     assert [e for e in events if e["type"] == "token"] and done["answer"].strip()
     assert [s["doc_id"] for s in done["retrieved"]] == [alice_doc["id"]]
+
+
+def test_alice_rates_an_answer_with_what_ask_gave_her(team, alice_doc):
+    c, alice = team["client"], team["alice"]
+    asked = c.post("/api/v1/ask", headers=alice, json={"question": "What is zorblax?", "stream": False}).json()
+    assert [s["doc_id"] for s in asked["sources"]] == [alice_doc["id"]], asked
+    r = c.post("/api/v1/feedback", headers=alice, json={
+        "rating": "up", "question": asked["question"], "answer": asked["answer"], "sources": asked["sources"],
+        "note": "right and cited"})
+    assert r.status_code == 201 and re.fullmatch(r"[0-9a-f]{32}", r.json()["id"]), r.text
+    (row,) = [f for f in c.get("/api/v1/feedback", headers=alice).json()["feedback"] if f["id"] == r.json()["id"]]
+    assert row["rating"] == 1 and row["answer"] == asked["answer"] and row["note"] == "right and cited"
+    assert [s["doc_id"] for s in row["sources"]] == [alice_doc["id"]] and row["setup"]["mode"] == "hybrid"
+    for bad in ({"rating": "meh"}, {"question": ""}, {"sources": [{"doc_id": "not-an-id"}]}):
+        body = {"rating": "down", "question": "q", "answer": "a", **bad}
+        assert c.post("/api/v1/feedback", headers=alice, json=body).status_code == 400, bad
 
 
 def test_sse_wire_format(team, alice_doc):

@@ -11,6 +11,8 @@
 ``GET    /api/v1/jobs/{id}``               an upload/reindex/remove job of this user, file by file
 ``POST   /api/v1/search``                  ranked passages with scores, page and offsets
 ``POST   /api/v1/ask``                     an answer with its sources: NDJSON events, or one JSON
+``POST   /api/v1/feedback``                rate an answer (up/down, note, correction); 201 with its id
+``GET    /api/v1/feedback``                your feedback; ``?all=true``: the team's (admins)
 =========================================  ==============================================================
 
 Everything goes through the engine (``engine.catalog``, ``engine.retriever``, ``engine.chat``)
@@ -21,7 +23,7 @@ so every client of a user can follow it. Answers are not saved as conversations 
 conversations stay the page's).
 
 Routes are added by theme (``_library_routes``, ``_upload_route``, ``_document_routes``,
-``_job_route``, ``_search_route``, ``_ask_route``); a new route goes in the builder of its theme,
+``_job_route``, ``_search_route``, ``_ask_route``, ``_feedback_routes``); a new route goes in the builder of its theme,
 or in a new builder listed in ``rest_router``.
 """
 
@@ -44,7 +46,7 @@ from ragchat.core import access
 from ragchat.retrieve import scope
 from ragchat.api.common import (REST_PREFIX, AnswerRun, ApiError, answer_json, errors, numbers_only, scoped_filters,
                                 source_json)
-from ragchat.auth import current_user
+from ragchat.auth import current_user, is_admin
 from ragchat.answer.engine import ChatOptions
 from ragchat.answer.sanitize import MarkdownStream
 from ragchat.ingest.pipeline import safe_name
@@ -91,6 +93,26 @@ class AskRequest(BaseModel):
     _numbers = numbers_only("top_k", "temperature")
 
 
+class FeedbackSource(BaseModel):
+    doc_id: str = Field(pattern="^[0-9a-f]{32}$", description="The cited document, as /ask gave it.")
+    chunk_id: str | None = Field(None, max_length=200)
+    id: int | None = Field(None, ge=0, le=1000, description="The n of its [n] marker.")
+    source: str | None = Field(None, max_length=1024)
+    page: int | None = Field(None, ge=0)
+    text: str | None = Field(None, max_length=100_000)
+    _numbers = numbers_only("id", "page")
+
+
+class FeedbackRequest(BaseModel):
+    rating: Literal["up", "down"]
+    question: str = Field(min_length=1, max_length=10_000)
+    answer: str = Field(max_length=100_000, description="The answer as /ask gave it.")
+    sources: list[FeedbackSource] = Field(default_factory=list, max_length=50, description="The sources it cited.")
+    note: str = Field("", max_length=5_000, description="What was good or wrong.")
+    correction: str = Field("", max_length=20_000, description="The right answer (makes a thumbs-down a test question).")
+    model: str | None = Field(None, max_length=200, description="The model that answered, if you chose one.")
+
+
 def jobs_key(user: str | None) -> str:
     """Ingestion started through the API is grouped by user (the page groups it by browser tab)."""
     return f"api:{user or ''}"
@@ -100,7 +122,8 @@ def rest_router(engine, jobs) -> APIRouter:
     """Every ``/api/v1`` route, over the engine and the ingestion jobs it shares with the page."""
     router = APIRouter(prefix=REST_PREFIX, tags=["ragchat"])
     ctx = _Context(engine, jobs)
-    for add_routes in (_library_routes, _upload_route, _document_routes, _job_route, _search_route, _ask_route):
+    for add_routes in (_library_routes, _upload_route, _document_routes, _job_route, _search_route, _ask_route,
+                       _feedback_routes):
         add_routes(router, ctx)
     return router
 
@@ -251,6 +274,24 @@ def _ask_route(router: APIRouter, ctx: _Context) -> None:
             return answer_json(await run.final())
         return StreamingResponse(_ndjson(run), media_type="application/x-ndjson",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _feedback_routes(router: APIRouter, ctx: _Context) -> None:
+    @router.post("/feedback", status_code=201, summary="Rate an answer: thumbs up or down, a note, a correction",
+                 responses=errors(400, 403, 413))
+    def add_feedback(body: FeedbackRequest, user: str | None = Depends(current_user)):
+        fid = ctx.engine.feedback.rate_answer(
+            user, rating=1 if body.rating == "up" else -1, question=body.question, answer=body.answer,
+            sources=[s.model_dump() for s in body.sources], note=body.note, correction=body.correction,
+            model=body.model or "")
+        return {"id": fid, "rating": body.rating}
+
+    @router.get("/feedback", summary="Your feedback (admins: with ?all=true, the team's)", responses=errors(400, 403))
+    def list_feedback(everyone: bool = Query(False, alias="all", description="Everyone's (admins only)."),
+                      user: str | None = Depends(current_user)):
+        if everyone and user is not None and not is_admin(ctx.engine.catalog, user):
+            raise ApiError(403, "only an admin may read the team's feedback", "forbidden")
+        return {"feedback": ctx.engine.feedback.rows(user, everyone=everyone)}
 
 
 def _submit(jobs, files: list[UploadFile], collection: str, user: str | None, password: str | None):

@@ -130,10 +130,14 @@ def _login_required(path: str, conn: HTTPConnection) -> Response:
     else:
         message = ("login required: send an API key as 'Authorization: Bearer rck_...' (made with "
                    "`ragchat users key create NAME`), or sign in at /login")
-    response = json_answer(401, {"detail": message, "error": {
-        "message": message, "type": "authentication_error", "code": "invalid_api_key"}})
+    response = json_answer(401, _api_error(message, "authentication_error", "invalid_api_key"))
     response.headers["www-authenticate"] = 'Bearer realm="ragchat"'
     return response
+
+
+def _api_error(message: str, kind: str, code: str) -> dict:
+    """An API refusal that both clients read: the REST API's ``detail`` and OpenAI's ``error`` object."""
+    return {"detail": message, "error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 async def _deny(scope, receive, send, status: int, reason: str, websocket: bool) -> None:
@@ -141,7 +145,9 @@ async def _deny(scope, receive, send, status: int, reason: str, websocket: bool)
         await receive()  # websocket.connect
         await WebSocketClose(1008, reason[:120])(scope, receive, send)
         return
-    await json_answer(status, {"detail": reason})(scope, receive, send)
+    api = scope.get("path", "").startswith(API_PREFIXES)
+    body = _api_error(reason, "permission_error", "forbidden") if api and status == 403 else {"detail": reason}
+    await json_answer(status, body)(scope, receive, send)
 
 
 def install_web_security(app, settings: Settings, catalog: Catalog, *, login_required: bool | None = None,

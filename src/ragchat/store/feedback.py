@@ -28,6 +28,15 @@ class Feedback:
                               answer=answer, sources=sources, setup=setup, conversation_id=conversation_id))
         return fid
 
+    def amend_feedback(self, fid: str, owner: str | None, *, note: str, correction: str) -> bool:
+        """Add a note and a correction to one's own feedback; False when it is not theirs (or gone)."""
+        with self.session() as s, s.begin():
+            row = s.get(FeedbackRow, fid)
+            if row is None or row.owner != owner:
+                return False
+            row.note, row.correction = note, correction
+        return True
+
     def feedback(self, owner=ALL) -> list[FeedbackRow]:
         """Oldest first: the user's own rows, or with ALL everyone's."""
         q = select(FeedbackRow).order_by(FeedbackRow.created_at, FeedbackRow.id)
