@@ -14,7 +14,7 @@ tables are read by ragchat.auth.
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +26,10 @@ from ragchat.store.feedback import Feedback
 from ragchat.store.jobs import ChangeLog, Jobs
 from ragchat.store.logins import LoginFailures
 from ragchat.store.tables import Base, Meta
+
+# CREATE TABLE checks first, then creates: two processes opening a new PostgreSQL catalog at once
+# would both create, and one would fail. They take this advisory lock (held until commit) in turn.
+_SCHEMA_LOCK = 0x7261676368617401
 
 
 class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback):
@@ -47,7 +51,10 @@ class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback
         else:
             event.listen(self.engine, "handle_error", lambda ctx: _server_away(url, ctx))
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":  # processes starting together on a new catalog
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                Base.metadata.create_all(conn)
         except (OperationalError, StoreError) as exc:
             self.engine.dispose()
             raise exc if isinstance(exc, StoreError) else _unreachable(url, exc) from None
