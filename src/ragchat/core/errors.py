@@ -65,8 +65,8 @@ def host_fault(exc: BaseException, store) -> StoreError | None:
         text = str(exc).lower()
         if errno == 28 or errno == 122 or any(s in text for s in _DISK_FULL):
             return DiskFull(f"disk full: the disk that holds the store {store} has no space left, so this change was not "
-                            "saved (nothing half-written is kept). Free some space on it, or move the store to a bigger "
-                            "disk, then add the file again")
+                            "saved (nothing half-written of it can be found). Free some space on it, or move the store to "
+                            "a bigger disk, then add the file again")
         if errno == 30 or any(s in text for s in _READ_ONLY):
             return ReadOnlyStore(f"the store folder {store} is read-only, so nothing can be added to it or removed from "
                                  "it (what it holds is unchanged). Make it writable again (for a mount: "

@@ -194,6 +194,7 @@ class Ingestor:
             fault = host_fault(exc, self.files_dir.parent)
             if fault is None:
                 raise
+            log.warning("%s failed: %s (%s: %s)", f.source, type(fault).__name__, type(exc).__name__, exc)
             if begun:
                 self._abandon(doc_id, f.source, collection, owner, begun[0], str(fault))
             emit(FileEvent(f.source, "failed", message=f"failed: {fault}"))
