@@ -2,7 +2,7 @@
 
 ``Setup.options()`` is what ``ChatEngine.stream`` takes for the model and the number of sources;
 ``Setup.chat(engine)`` is the chat engine to ask, over a retriever whose mode is the set-up's when
-it has one (the same indexes, embedder and catalog; only ``retrieval.mode`` differs). ``key`` names
+it has one (the same indexes, embedder and catalog; only ``retrieval.mode`` differs). ``key()`` names
 the set-up in the catalog's votes and the win-rate table.
 """
 
@@ -26,10 +26,10 @@ class Setup:
         if self.mode is not None and self.mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {', '.join(MODES)}")
 
-    @property
-    def key(self) -> str:
-        """e.g. "builtin:smollm2-135m", "builtin:qwen2.5-0.5b, lexical, 2 sources"."""
-        parts = [self.model or "auto"]
+    def key(self, resolved: str = "") -> str:
+        """The set-up's name in votes: "builtin:qwen2.5-0.5b, lexical, 2 sources"; the automatic choice
+        names the model it ``resolved`` to when known: "auto (SmolLM2-135M)"."""
+        parts = [self.model or (f"auto ({resolved})" if resolved else "auto")]
         if self.mode:
             parts.append(self.mode)
         if self.top_k:

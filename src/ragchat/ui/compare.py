@@ -95,14 +95,19 @@ class _Column:
         if self.events is not None:
             self.events.close()
 
+    def model_name(self, app) -> str:
+        """The model that answers, for a person ("" until the engine has resolved it)."""
+        a = self.answer
+        if a is None or not a.provider:
+            return ""
+        return app.engine.describe_llm(self.setup.model, a.provider, a.model)[0]
+
     def title(self, app, letter: str, label: str | None) -> str:
         """``label``: "Answer 1" in blind mode (the set-up stays hidden), else None: the set-up is named."""
         if label:
             return f'<div class="rc-cmp-title"><b>{label}</b></div>'
-        a = self.answer
-        name = self.setup.model or "Automatic"
-        if a is not None and a.provider:
-            name = f"{app.engine.describe_llm(self.setup.model, a.provider, a.model)[0]} ({KIND.get(a.provider, a.provider)})"
+        name = self.model_name(app)
+        name = f"{name} ({KIND.get(self.answer.provider, self.answer.provider)})" if name else self.setup.model or "Automatic"
         extra = [m for m in (self.setup.mode, self.setup.top_k and f"{self.setup.top_k} sources") if m]
         return f'<div class="rc-cmp-title"><b>{letter}</b> · ' + " · ".join(html.escape(str(m)) for m in [name, *extra]) + "</div>"
 
@@ -163,7 +168,7 @@ class CompareCallbacks:
         setups = [setup_of(model_a, mode_a, top_a, default), setup_of(model_b, mode_b, top_b, default)]
         order = random.sample([0, 1], 2) if blind else [0, 1]
         columns = [_Column(setups[i]) for i in order]
-        state = {"question": question, "setups": [s.key for s in setups], "order": order, "blind": bool(blind),
+        state = {"question": question, "setups": [s.key() for s in setups], "order": order, "blind": bool(blind),
                  "voted": False}
         together = self.engine.gate.max_concurrent >= 2
         notice = "" if together else (
@@ -187,6 +192,8 @@ class CompareCallbacks:
                 if any(changed) and now - last >= STREAM_INTERVAL_S:
                     last = now
                     yield self._frame(columns, state, notice, voting=False)
+            for i, c in enumerate(columns):  # the automatic choice is named by the model it made
+                state["setups"][state["order"][i]] = c.setup.key(c.model_name(self))
             yield self._frame(columns, state, notice, voting=True)
         finally:
             for c in columns:
