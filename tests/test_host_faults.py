@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import child_env, make_settings, run_cli
+from ragchat.core.errors import RagchatError
+from ragchat.engine import Engine
+from ragchat.ingest.pipeline import collect
 
 pytestmark = [pytest.mark.slow]  # several engine processes, a few thousand chunks embedded
 
@@ -43,10 +46,6 @@ def big_text(paragraphs: int = 120) -> str:
 def _serve_engine(store: Path) -> None:
     """Open the engine like `ragchat` does (recovering interrupted ingestions), then answer one JSON
     line per command line until stdin ends."""
-    from ragchat.core.errors import RagchatError
-    from ragchat.engine import Engine
-    from ragchat.ingest.pipeline import collect
-
     def reply(obj) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
@@ -88,6 +87,9 @@ def _state(eng) -> dict:
             "vectors": sorted(eng.vectors.chunk_ids()), "lexical": sorted(eng.lexical.chunk_ids())}
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
 class Start:
     """One start of ragchat on a store (a child process); ``first`` is its first line: "ready" with
     what recovery did, or the error that stopped it from starting."""
@@ -95,6 +97,7 @@ class Start:
     def __init__(self, store: Path):
         self.proc = subprocess.Popen([sys.executable, __file__, "engine", str(store)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+        _STARTED.append(self.proc)
         self.first = self._read()
 
     def _read(self) -> dict:
@@ -138,8 +141,14 @@ def tmpfs(where: Path, size: str) -> Path:
 
 
 def unmount(where: Path) -> None:
+    """Unmount, after ending the engine processes that a failed assertion left running."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    _STARTED.clear()
     if subprocess.run(["umount", str(where)], capture_output=True).returncode:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)  # a child still holding a file
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)  # a grandchild still holding a file
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

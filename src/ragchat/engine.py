@@ -237,7 +237,8 @@ class Engine:
         another one (ragchat.ingest.queue)."""
         if self.shared:
             return []
-        return self.ingestor.recover(on_event)
+        with host_faults(self.store):
+            return self.ingestor.recover(on_event)
 
     def check_services(self) -> list[str]:
         """Raise a StoreError naming the service, its URL and how to start it, when a shared service
