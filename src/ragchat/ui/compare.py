@@ -107,9 +107,10 @@ class _Column:
         if label:
             return f'<div class="rc-cmp-title"><b>{label}</b></div>'
         name = self.model_name(app)
-        name = f"{name} ({KIND.get(self.answer.provider, self.answer.provider)})" if name else self.setup.model or "Automatic"
-        extra = [m for m in (self.setup.mode, self.setup.top_k and f"{self.setup.top_k} sources") if m]
-        return f'<div class="rc-cmp-title"><b>{letter}</b> · ' + " · ".join(html.escape(str(m)) for m in [name, *extra]) + "</div>"
+        if name:
+            name += f" ({KIND.get(self.answer.provider, self.answer.provider)})"
+        parts = [name or self.setup.model or "Automatic", self.setup.mode, self.setup.top_k and f"{self.setup.top_k} sources"]
+        return f'<div class="rc-cmp-title"><b>{letter}</b> · ' + " · ".join(html.escape(str(p)) for p in parts if p) + "</div>"
 
     def body(self) -> str:
         if self.done:
@@ -231,7 +232,7 @@ class CompareCallbacks:
             letter = "AB"[order[i]]
             titles.append(f'<div class="rc-cmp-title"><b>Answer {i + 1}</b> was <b>{letter}</b> · '
                           f'{html.escape(state["setups"][order[i]])}</div>' if state["blind"] else gr.skip())
-        gr.Info("Vote saved." if winner == "tie" else f"Vote saved: {'AB'['ab'.index(winner)]} is better.")
+        gr.Info("Vote saved." if winner == "tie" else f"Vote saved: {'AB'['ab'.index(winner)]} is better.", duration=3)
         return (*titles, *self._vote_buttons(state, False), self.win_rate_table(request), state)
 
     def win_rate_table(self, request: gr.Request = None):
