@@ -98,8 +98,10 @@ class Retriever:
         return max(same)
 
     def search(self, query: str, filters: Filters = Filters(), k: int | None = None, mode: str | None = None,
-               candidates: int | None = None) -> list[Hit]:
-        """The k best chunks for query, best first, each marked relevant or not."""
+               candidates: int | None = None, weight: float | None = None) -> list[Hit]:
+        """The k best chunks for query, best first, each marked relevant or not. weight: the dense
+        ranking's share of the fusion, 0 (lexical only) to 1 (dense only), in place of the settings'
+        weights and their adaptive rules (the retrieval test view's slider)."""
         k = k or self.settings.top_k
         mode = mode or self.settings.mode
         n = max(candidates or self.settings.candidates, k)
@@ -119,14 +121,8 @@ class Retriever:
         lexical = [h for h in lexical if h.doc_id in searchable]
 
         qterms = question_terms(query)
-        lexical_weight = self.settings.lexical_weight_for(getattr(self.embedder, "model_id", None))
-        weights = {"dense": self.dense_weight(query), "lexical": lexical_weight}
-        if mode == "dense":
-            weights["lexical"] = 0.0
-        elif mode == "lexical":
-            weights["dense"] = 0.0
-        elif self.settings.adaptive_lexical and weights["dense"] > 0:
-            weights["lexical"] *= self._lexical_confidence(qterms, lexical)
+        dense_trusted = mode != "lexical" and self.dense_weight(query) > 0
+        weights = self._weights(query, qterms, lexical, mode, weight)
         fused = fuse(dense, lexical, self.settings.fusion, self.settings.rrf_k, weights)
         top = sorted(fused, key=fused.get, reverse=True)[:k]
 
@@ -144,7 +140,7 @@ class Retriever:
             coverage = len(qterms & terms) / len(qterms) if qterms else 0.0
             hit = Hit(cid, c.doc_id, d.source, d.collection, c.page, c.start, c.end, c.text, fused[cid],
                       dmap.get(cid), lh.score if lh else None, coverage)
-            hit.relevant = self._relevant(hit, weights["dense"] > 0) or bool(names and names <= terms)
+            hit.relevant = self._relevant(hit, dense_trusted) or bool(names and names <= terms)
             hits.append(hit)
         return hits
 
@@ -167,6 +163,21 @@ class Retriever:
                     kept.dense = hit.dense
         top = sorted(score, key=lambda cid: -score[cid])[:k]  # stable: ties keep the first phrasing's order
         return [best[cid] for cid in top]
+
+    def _weights(self, query: str, qterms: set[str], lexical: list, mode: str, weight: float | None) -> dict[str, float]:
+        """Each ranking's weight in the fusion: the mode's, then weight's when given, else the settings'."""
+        if weight is not None:
+            weights = {"dense": float(weight), "lexical": 1.0 - float(weight)}
+        else:
+            lexical_weight = self.settings.lexical_weight_for(getattr(self.embedder, "model_id", None))
+            weights = {"dense": self.dense_weight(query), "lexical": lexical_weight}
+        if mode == "dense":
+            weights["lexical"] = 0.0
+        elif mode == "lexical":
+            weights["dense"] = 0.0
+        elif weight is None and self.settings.adaptive_lexical and weights["dense"] > 0:
+            weights["lexical"] *= self._lexical_confidence(qterms, lexical)
+        return weights
 
     def _lexical_confidence(self, qterms: set[str], lexical: list) -> float:
         """How far BM25's ranking can be trusted for this query: the largest share of the query's terms

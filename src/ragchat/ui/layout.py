@@ -14,6 +14,7 @@ import gradio as gr
 from ragchat.ui import render
 from ragchat.ui.compare import build_compare_tab
 from ragchat.ui.library import WELCOME
+from ragchat.ui.retrieval_view import build_retrieval_tab
 from ragchat.ui.session import ALL, AUTO, new_state
 from ragchat.ui.webapp import WebApp
 from ragchat.ui.style import SOURCES_JS, VIEWER_JS
@@ -142,6 +143,8 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                 system_prompt = gr.Textbox(label="System prompt", value=settings.chat.system_prompt, lines=5,
                                            info="Instructions given to the model before the sources")
                 reset_btn = gr.Button("Reset settings", size="sm")
+
+            build_retrieval_tab(app, sources=top_k, state=state)  # ---- retrieval test (retrieval_view.py)
 
         # hidden: let API clients open a source by number and a conversation by id (the page uses clicks)
         source_n = gr.Number(visible=False, precision=0)
