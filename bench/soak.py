@@ -25,9 +25,10 @@ server and compares the chunk ids of the catalog, Chroma and every process's BM2
 
 Reports: RSS of each process a tenth into the run (after warm-up: models loaded, caches filled) and
 at the end (a process started again is measured ``RSS_SETTLE_S`` after its restart, or not at all
-when that is past the end), p50/p95/p99 per kind of call, errors by kind, 5xx and other
-failures inside the outage windows (plus ``--grace`` seconds) and outside them, inconsistencies and
-lost documents. Prints a table, then one JSON line. Exit status 1 when a check failed.
+when that is past the end), and every ``RSS_EVERY_S`` (``rss_series``, a curve: a warming cache
+levels off, a leak does not); p50/p95/p99 per kind of call, errors by kind, 5xx and other failures
+inside the outage windows (plus ``--grace`` seconds) and outside them, inconsistencies and lost
+documents. Prints a table, then one JSON line. Exit status 1 when a check failed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from ragchat.store.catalog import Catalog  # noqa: E402
 FOLLOW_S = 1.0  # shared.follow_interval_s of every process
 STALE_S = 10  # shared.job_stale_s: a killed process's job is taken over after this
 RSS_SETTLE_S = 120
+RSS_EVERY_S = 60
 
 
 class Run:
@@ -74,6 +76,7 @@ class Run:
         self.procs: list[Proc] = []
         self.services: Services | None = None
         self.rss: dict[str, dict] = {}
+        self.rss_series: list[list] = []
         self.began = 0.0
         self.events: list[str] = []
 
@@ -169,12 +172,20 @@ class Run:
         timer = threading.Timer(warm_s, lambda: self.measure_rss("start_mb", [n for n in self.pids() if n not in self.rss]))
         timer.daemon = True
         timer.start()
+        threading.Thread(target=self.sample_rss, daemon=True).start()
         if self.mode == "shared":
             self.faults(began, seconds)
         self.stop.wait(max(0.0, began + seconds - time.monotonic()))
         self.stop.set()
         for a in actors:  # each finishes what it was waiting for (at most soak_users.WAIT_S)
             a.join(400)
+
+    def sample_rss(self) -> None:
+        """Every RSS_EVERY_S until the load stops: [seconds into the run, {name: MB}] (a curve, to
+        tell a warming cache from a leak)."""
+        while not self.stop.wait(RSS_EVERY_S):
+            self.rss_series.append([round(time.monotonic() - self.began),
+                                    {name: rss_mb(pid, tree) for name, (pid, tree) in self.pids().items()}])
 
     def faults(self, began: float, seconds: float) -> None:
         every = self.args.kill_every or max(30.0, seconds / 8)
@@ -275,7 +286,7 @@ def summarize(run: Run, seconds: float, checks: dict) -> dict:
             "outages": run.events, "told_done": run.ledger.told_done, "deleted": run.ledger.deleted,
             "uncertain": len(run.ledger.uncertain), "lost": len(led["lost"]),
             "found_after_delete": len(led["found_after_delete_or_replace"]), "inconsistencies": st["inconsistencies"],
-            "rss": run.rss, "checks": checks}
+            "rss": run.rss, "rss_series": run.rss_series, "checks": checks}
 
 
 def print_table(s: dict) -> None:
