@@ -32,6 +32,7 @@ from test_crash import cli_env
 from ragchat.engine import Engine
 from ragchat.core.errors import ConfigError
 from ragchat.ingest.pipeline import doc_id_for
+from ragchat.ingest import watch
 from ragchat.ingest.watch import FolderWatcher
 
 pytestmark = [pytest.mark.slow]  # watched folders followed by a real ragchat watch process
@@ -234,6 +235,42 @@ def test_rename_and_copy_reuse_vectors_without_embedding(tmp_path):
         ids = eng.catalog.all_chunk_ids()
         assert ids == eng.vectors.chunk_ids() == eng.lexical.chunk_ids() and len(ids) == 2 * len(old_ids)
         assert {h.source for h in eng.retriever.search("reportmarker", k=5, mode="lexical")} == {"final report.txt", "copy.txt"}
+
+
+@pytest.mark.timeout(300)
+def test_a_restart_reads_only_the_files_whose_stamp_moved(tmp_path, monkeypatch):
+    """Starting again does not hash the whole folder: a file keeps the hash read last time while its
+    size, times and inode are the same. One changed in place (same size) while the watcher was
+    stopped is read again, and its document follows it."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for tag in ("alpha", "bravo", "delta"):
+        (folder / f"{tag}.txt").write_text(text(tag), encoding="utf-8")
+    hashed: list[str] = []
+    real = watch.sha256_file
+    monkeypatch.setattr(watch, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+
+    def sync_once(eng) -> None:
+        watcher = FolderWatcher(eng, folder, "notes", settle_s=0.1, polling=True, poll_interval_s=0.2).start()
+        try:
+            wait_until(lambda: not watcher.busy, what="the catch-up")  # every file is marked pending at start
+        finally:
+            watcher.stop()
+        assert len(eng.catalog.documents(collections=["notes"], status="done")) == 3
+
+    with Engine(make_settings(tmp_path / "store")) as eng:
+        sync_once(eng)
+        assert sorted(set(hashed)) == ["alpha.txt", "bravo.txt", "delta.txt"]
+        hashed.clear()
+        sync_once(eng)
+        assert hashed == [], "an unchanged folder was hashed again"
+        changed = text("bravo").replace("bravomarker", "brav0marker")
+        assert len(changed) == len(text("bravo"))
+        (folder / "bravo.txt").write_text(changed, encoding="utf-8")
+        sync_once(eng)
+        assert "bravo.txt" in hashed and "alpha.txt" not in hashed and "delta.txt" not in hashed
+        assert eng.catalog.get(doc_id_for("notes", "bravo.txt")).sha256 == sha(folder / "bravo.txt")
+        assert {h.source for h in eng.retriever.search("brav0marker", k=3, mode="lexical")} == {"bravo.txt"}
 
 
 @pytest.mark.timeout(300)

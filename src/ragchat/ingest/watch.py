@@ -16,7 +16,9 @@
   any upload; documents whose file is gone are removed from the catalog and both indexes;
 - on start, catches up with what changed while it was not running by marking every file of the
   folder and every document of the collection as pending (a crash mid-batch is repaired by the
-  ingestor's recovery, and the rest is redone by this catch-up).
+  ingestor's recovery, and the rest is redone by this catch-up). A file whose stamp (size,
+  modification and change times, inode) is the one recorded when it was last read keeps that
+  read's hash (store.watched), so a restart hashes only what changed, not the whole folder.
 
 A watched collection mirrors its folder: a document in it that has no file in the folder is
 removed. So that this cannot empty a collection by mistake, the store remembers which folder each
@@ -286,9 +288,10 @@ class FolderWatcher:
             self.on_event(FileEvent(s, "unchanged"))
         to_ingest: list[SourceFile] = []
         renamed: set[str] = set()  # donors already renamed in this batch: another file of theirs is a copy
+        known, read = catalog.file_hashes(self.collection), {}
         for source, path in present.items():
             try:
-                sha = sha256_file(path)
+                sha = _content_hash(path, known.get(source), read, source)
             except OSError:  # it went away meanwhile: its own event brings it back
                 self.on_event(FileEvent(source, "unchanged"))
                 continue
@@ -309,6 +312,7 @@ class FolderWatcher:
                     by_hash.setdefault(sha, []).append(catalog.get(result.doc_id))
             if result is None:
                 to_ingest.append(f)
+        catalog.remember_hashes(self.collection, read, gone=[s for s in sources if s not in present])
         embedded: dict[str, int] = {}
 
         def event(e: FileEvent) -> None:  # a line per file as soon as it is done
@@ -335,6 +339,24 @@ class FolderWatcher:
 
     def _exists(self, source: str) -> bool:
         return self.watched(source) and (self.root / source).is_file()
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+def _content_hash(path: Path, known: tuple[str, str] | None, read: dict, source: str) -> str:
+    """The file's SHA-256: the one read last time when its stamp has not moved since (any write
+    moves the change time, which no program can set back), else read now and kept in ``read``
+    unless the file changed while it was read."""
+    before = _stamp(path)
+    if known is not None and known[0] == before:
+        return known[1]
+    sha = sha256_file(path)
+    if _stamp(path) == before:
+        read[source] = (before, sha)
+    return sha
 
 
 class _Handler(FileSystemEventHandler):

@@ -11,6 +11,7 @@ This package owns what is kept on disk or on the shared servers, and how it is r
 - ``logins``: the login throttle's counts, shared by every server of a catalog.
 - ``conversations``: chats and their messages.
 - ``feedback``: thumbs up or down on answers, and votes between two set-ups side by side.
+- ``watched``: what folder watchers last read of each file (stamp and hash), so restarts skip unchanged files.
 - ``vectors``: ``VectorIndex``, the chunk vectors in Chroma (embedded, or a Chroma server).
 - ``lexical``: ``LexicalIndex``, BM25 over the chunks with Tantivy.
 - ``lexical_follow``: shared mode's BM25 cache that follows the catalog's change log.

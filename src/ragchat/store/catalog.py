@@ -26,13 +26,14 @@ from ragchat.store.feedback import Feedback
 from ragchat.store.jobs import ChangeLog, Jobs
 from ragchat.store.logins import LoginFailures
 from ragchat.store.tables import Base, Meta
+from ragchat.store.watched import WatchedFiles
 
 # CREATE TABLE checks first, then creates: two processes opening a new PostgreSQL catalog at once
 # would both create, and one would fail. They take this advisory lock (held until commit) in turn.
 _SCHEMA_LOCK = 0x7261676368617401
 
 
-class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback):
+class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback, WatchedFiles):
     """shared: other processes write to this catalog too, so what is cached here (the searchable
     documents) is checked against the change log instead of trusted until this process changes it."""
 

@@ -217,3 +217,14 @@ class VoteRow(Base):
     winner: Mapped[str] = mapped_column(String(8))  # a | b | tie
     blind: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+
+
+class WatchedFile(Base):
+    """A file a folder watcher has read: its stamp and content hash (ragchat.store.watched)."""
+
+    __tablename__ = "watched_files"
+
+    collection: Mapped[str] = mapped_column(String(256), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    stamp: Mapped[str] = mapped_column(String(128))  # size:mtime_ns:ctime_ns:inode
+    sha256: Mapped[str] = mapped_column(String(64))
