@@ -1,11 +1,16 @@
-"""The README's screenshot, taken from the real app with the default settings and the default model.
+"""The README's screenshots, taken from the real app with the default settings and the default model.
 
-    .venv/bin/python bench/screenshot.py [--question QUESTION] [--file FILE] [--out docs/screenshot.png]
+    .venv/bin/python bench/screenshot.py [--view chat|side-by-side] [--question QUESTION] [--file FILE] [--out PNG]
 
 A fresh store in a temporary folder, `ragchat serve` on a free port with the built-in default model,
-headless Chromium (Debian's) driven by Playwright: the TableFormer paper is dropped on the page, the
-question is asked, the first cited source is opened in the viewer, and the page is saved. The
-answer and its sources are printed, so a person can check that the picture shows a right answer.
+headless Chromium (Debian's) driven by Playwright; the TableFormer paper is dropped on the page.
+- ``chat`` (docs/screenshot.png): the question is asked, the first cited source is opened in the
+  viewer, and the page is saved.
+- ``side-by-side`` (docs/side-by-side.png): in the "Side by side" tab, set-up A is the default model
+  with hybrid search and B the smallest bundled one (SmolLM2-135M) with lexical search; the server
+  lets two generations run at once (llm.max_concurrent = 2), both answers stream, B is voted the
+  better one, and the page is saved.
+The answers and their sources are printed, so a person can check what the picture shows.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import free_port
@@ -23,21 +29,20 @@ from common import free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+OUT = {"chat": ROOT / "docs" / "screenshot.png", "side-by-side": ROOT / "docs" / "side-by-side.png"}
+HEIGHT = {"chat": 900, "side-by-side": 1200}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--question", default="How does TableFormer incorporate the structural biases of tables?")
-    ap.add_argument("--file", type=Path, default=ROOT / "tests" / "fixtures" / "pdfs" / "mineru__demo3.pdf")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
-    args = ap.parse_args()
+@contextmanager
+def served(env_extra: dict):
+    """`ragchat serve` over a fresh store with the built-in provider; yields its URL once healthy."""
     import httpx
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAGCHAT_")}
-        env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+        env.update({"RAGCHAT_LLM__PROVIDER": "llamacpp", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                    **env_extra})
         server = subprocess.Popen([sys.executable, "-m", "ragchat.cli", "serve", "--store", f"{tmp}/store",
                                    "--port", str(port)], cwd=tmp, env=env)
         url = f"http://127.0.0.1:{port}/"
@@ -48,28 +53,63 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.5)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-                page = browser.new_page(viewport={"width": 1440, "height": 900})
-                page.set_default_timeout(300_000)
-                page.goto(url)
-                page.set_input_files("#rc-upload input[type=file]", str(args.file))
-                page.wait_for_selector(f'#rc-progress .rc-file-row.rc-done:has-text("{args.file.name}")')
-                page.fill("#rc-message textarea", args.question)
-                page.keyboard.press("Enter")
-                page.wait_for_selector("#rc-sources-panel .rc-card.rc-cited")
-                answer = page.eval_on_selector_all("#rc-chat .message-row.bot-row", "rows => rows.map(r => r.innerText)")[-1]
-                card = page.query_selector("#rc-sources-panel .rc-card.rc-cited")
-                print("answer:", answer, "\ncited:", " ".join(card.inner_text().split())[:300])
-                card.click()
-                page.wait_for_selector("#rc-viewer-panel mark.rc-hl")
-                page.wait_for_timeout(800)
-                page.screenshot(path=str(args.out))
-                browser.close()
+            yield url
         finally:
             server.terminate()
             server.wait(30)
-    print(f"saved {args.out}")
+
+
+def chat(page, question: str) -> None:
+    page.fill("#rc-message textarea", question)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#rc-sources-panel .rc-card.rc-cited")
+    answer = page.eval_on_selector_all("#rc-chat .message-row.bot-row", "rows => rows.map(r => r.innerText)")[-1]
+    card = page.query_selector("#rc-sources-panel .rc-card.rc-cited")
+    print("answer:", answer, "\ncited:", " ".join(card.inner_text().split())[:300])
+    card.click()
+    page.wait_for_selector("#rc-viewer-panel mark.rc-hl")
+    page.wait_for_timeout(800)
+
+
+def side_by_side(page, question: str) -> None:
+    page.click("button[role=tab]:has-text('Side by side')")
+    page.click("#rc-cmp-model-b input")
+    page.click("ul[role=listbox] li:has-text('SmolLM2')")
+    page.click("#rc-cmp-mode-b label:has-text('lexical')")
+    page.fill("#rc-cmp-question textarea", question)
+    page.click("#rc-cmp-go")
+    page.wait_for_function("!document.querySelector('#rc-cmp-vote-2').disabled")
+    for n in (1, 2):
+        print(f"{page.inner_text(f'#rc-cmp-title-{n}')}:", page.inner_text(f"#rc-cmp-answer-{n}"),
+              "\n", " ".join(page.inner_text(f"#rc-cmp-details-{n}").split())[:300])
+    page.click("#rc-cmp-vote-2")
+    page.wait_for_function("document.querySelector('#rc-cmp-wins').innerText.includes('100%')")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(4000)  # the "vote saved" note goes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--view", choices=sorted(OUT), default="chat")
+    ap.add_argument("--question", default="How does TableFormer incorporate the structural biases of tables?")
+    ap.add_argument("--file", type=Path, default=ROOT / "tests" / "fixtures" / "pdfs" / "mineru__demo3.pdf")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    out = args.out or OUT[args.view]
+    from playwright.sync_api import sync_playwright
+
+    env = {"RAGCHAT_LLM__MAX_CONCURRENT": "2"} if args.view == "side-by-side" else {}
+    with served(env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1440, "height": HEIGHT[args.view]})
+        page.set_default_timeout(300_000)
+        page.goto(url)
+        page.set_input_files("#rc-upload input[type=file]", str(args.file))
+        page.wait_for_selector(f'#rc-progress .rc-file-row.rc-done:has-text("{args.file.name}")')
+        (chat if args.view == "chat" else side_by_side)(page, args.question)
+        page.screenshot(path=str(out))
+        browser.close()
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":
