@@ -15,7 +15,7 @@ from ollama_fake import FakeOllama
 
 import ragchat.answer.engine as chat_module
 from ragchat.answer.citations import cite
-from ragchat.answer.engine import AUTO_SOURCE_TOKENS, ChatEngine
+from ragchat.answer.engine import AUTO_SOURCE_TOKENS, ChatEngine, ChatOptions
 from ragchat.answer.events import Source
 from ragchat.answer.prompt import SOURCES_BEGIN, SOURCES_END, excerpt
 from ragchat.core.settings import LLMSettings, load_settings
@@ -179,6 +179,26 @@ def test_ollama_reads_whole_chunks(engine):
     assert answer.provider == "ollama" and answer.retrieved
     for src in answer.retrieved:
         assert " ".join(src.text.split()) in user
+
+
+def test_a_chat_searches_with_the_mode_and_fusion_weight_it_is_given(engine):
+    """ChatOptions.mode and .weight (saved from the retrieval test tab) reach the search: the sources
+    the model reads are the ones the retriever ranks with them, and a lexical-only and a dense-only
+    fusion give the model different sources here."""
+    engine.ingestor.ingest(collect([PDFS / "mineru__demo3.pdf"]), "default")
+    question = "How is the structure of a table recognised?"
+    with FakeOllama(models=["llama3.2"], reply="It predicts the structure [1].") as fake:
+        llm = LLMSettings(provider="ollama", ollama_url=fake.url, timeout_s=10, connect_timeout_s=1)
+        chat = ChatEngine(engine.settings.chat, engine.retriever, lambda o: resolve_llm(llm), engine.gate, 10,
+                          engine.has_documents)
+        given = {}
+        for name, options in (("lexical", ChatOptions(weight=0.0)), ("dense", ChatOptions(weight=1.0)),
+                              ("mode", ChatOptions(mode="lexical"))):
+            answer = list(chat.stream(question, options=options))[-1].answer
+            given[name] = [s.chunk_id for s in answer.retrieved]
+    expected = {name: [h.chunk_id for h in engine.retriever.search(question, mode=mode, weight=weight) if h.relevant]
+                for name, mode, weight in (("lexical", None, 0.0), ("dense", None, 1.0), ("mode", "lexical", None))}
+    assert given == expected and given["lexical"] != given["dense"]
 
 
 # ---- the system prompt is read once -------------------------------------------------------------------

@@ -416,6 +416,9 @@ def test_alice_searches_with_scores_pages_and_offsets(team, alice_doc):
     assert top["relevant"] and top["score"] > 0 and top["collection"] == "~alice/default" and top["source"] == ALICE_FILE
     assert top["text"] == ALICE_TEXT.strip() and top["end"] - top["start"] == len(top["text"]) and "page" in top
     assert [x["score"] for x in results] == sorted((x["score"] for x in results), reverse=True)
+    for weight, status in ((0.0, 200), (1, 200), (1.5, 400), ("0.5", 400)):  # the retrieval test tab's fusion weight
+        r = team["client"].post("/api/v1/search", headers=team["alice"], json={"query": "purple mineral", "weight": weight})
+        assert r.status_code == status, (weight, r.text)
 
 
 def test_alice_asks_and_gets_a_streamed_cited_answer(team, alice_doc):

@@ -50,6 +50,8 @@ class ChatOptions:
     temperature: float | None = None
     system_prompt: str | None = None
     model: str | None = None  # "builtin" or an Ollama model name; None = configured provider
+    mode: str | None = None  # hybrid | dense | lexical; None = retrieval.mode
+    weight: float | None = None  # the dense ranking's share of the fusion, 0-1; None = the settings' weights
 
 
 class ChatEngine:
@@ -74,7 +76,7 @@ class ChatEngine:
         queries = self.search_queries(question, history, llm)
         answer.question = queries[0]
         context = history if len(queries) > 1 else ()  # only a follow-up sees the chat
-        hits = self._search(answer, queries, filters, self.source_count(llm, options))
+        hits = self._search(answer, queries, filters, self.source_count(llm, options), options)
         if hits is None:
             yield ChatEvent("done", answer=answer)
             return
@@ -111,10 +113,12 @@ class ChatEngine:
         answer.provider, answer.model, answer.notice = llm.provider, llm.model_name, llm.notice
         return llm
 
-    def _search(self, answer: Answer, queries: list[str], filters: Filters, k: int | None) -> list[Hit] | None:
+    def _search(self, answer: Answer, queries: list[str], filters: Filters, k: int | None,
+                options: ChatOptions) -> list[Hit] | None:
         """The relevant hits, or None with answer.text and answer.error set when search fails."""
         try:
-            return [h for h in self.retriever.search_all(queries, filters, k=k) if h.relevant]
+            return [h for h in self.retriever.search_all(queries, filters, k=k, mode=options.mode, weight=options.weight)
+                    if h.relevant]
         except RagchatError as exc:  # shared mode: the Chroma or catalog server is away for now
             answer.error = answer.text = str(exc)
             return None

@@ -77,7 +77,9 @@ class SearchRequest(BaseModel):
     collections: list[str] | None = Field(None, description="Only these collections (default: all you may read).")
     document_ids: list[str] | None = Field(None, description="Only these documents.")
     mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Which indexes answer (default: retrieval.mode).")
-    _numbers = numbers_only("top_k")
+    weight: float | None = Field(None, ge=0.0, le=1.0, description="The dense ranking's share of the fusion, from 0 "
+                                 "(lexical only) to 1 (dense only); default: the settings' weights, as chat uses them.")
+    _numbers = numbers_only("top_k", "weight")
 
 
 class AskRequest(BaseModel):
@@ -253,7 +255,7 @@ def _search_route(router: APIRouter, ctx: _Context) -> None:
     @router.post("/search", summary="Ranked passages for a query", responses=errors(400, 403, 413, 503))
     def search(body: SearchRequest, user: str | None = Depends(current_user)):
         filters = scoped_filters(ctx.engine, user, body.collections, body.document_ids)
-        hits = ctx.engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode)
+        hits = ctx.engine.retriever.search(body.query, filters, k=body.top_k, mode=body.mode, weight=body.weight)
         return {"query": body.query, "results": [
             {"rank": i + 1, "score": round(h.score, 6), "relevant": h.relevant, "dense": h.dense, "lexical": h.lexical,
              "document_id": h.doc_id, "chunk_id": h.chunk_id, "source": h.source, "collection": h.collection,

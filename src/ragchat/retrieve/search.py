@@ -144,17 +144,18 @@ class Retriever:
             hits.append(hit)
         return hits
 
-    def search_all(self, queries: Sequence[str], filters: Filters = Filters(), k: int | None = None) -> list[Hit]:
+    def search_all(self, queries: Sequence[str], filters: Filters = Filters(), k: int | None = None,
+                   mode: str | None = None, weight: float | None = None) -> list[Hit]:
         """The k best chunks for several phrasings of one question (a follow-up alone and joined to the
         question before it), fused by rank: each chunk scores the sum of 1 / (rank + 1) over the
-        phrasings that found it, and is relevant if it was for any of them."""
+        phrasings that found it, and is relevant if it was for any of them. mode, weight: as for search."""
         if len(queries) == 1:
-            return self.search(queries[0], filters, k)
+            return self.search(queries[0], filters, k, mode=mode, weight=weight)
         k = k or self.settings.top_k
         best: dict[str, Hit] = {}
         score: dict[str, float] = {}
         for query in queries:  # the fullest phrasing first: it wins ties
-            for rank, hit in enumerate(self.search(query, filters, k)):
+            for rank, hit in enumerate(self.search(query, filters, k, mode=mode, weight=weight)):
                 score[hit.chunk_id] = score.get(hit.chunk_id, 0.0) + 1.0 / (rank + 1)
                 kept = best.setdefault(hit.chunk_id, hit)
                 kept.relevant = kept.relevant or hit.relevant

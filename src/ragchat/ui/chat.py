@@ -48,13 +48,18 @@ class ChatCallbacks:
         choices += [(f"Ollama: {m}", m) for m in models]
         return choices
 
-    def _options(self, model: str | None, temperature, top_k, system_prompt: str | None) -> ChatOptions:
+    def _options(self, model: str | None, temperature, top_k, system_prompt: str | None,
+                 retrieval: dict | None = None) -> ChatOptions:
+        """retrieval: the mode and fusion weight saved from the retrieval test tab, for this session."""
         prompt = (system_prompt or "").strip()
+        retrieval = retrieval or {}
         return ChatOptions(
             top_k=int(top_k) if top_k else None,
             temperature=float(temperature) if temperature is not None else None,
             system_prompt=prompt if prompt and prompt != self.settings.chat.system_prompt.strip() else None,
             model=None if not model or model == AUTO else model,
+            mode=retrieval.get("mode") or None,
+            weight=retrieval.get("weight"),
         )
 
     def model_status(self, model: str | None, temperature=None):
@@ -111,7 +116,7 @@ class ChatCallbacks:
         conversations = self.engine.conversations
         cid, history = conversations.ask(state.get("cid"), question, user_of(request))
         state["cid"] = cid
-        options = self._options(model, temperature, top_k, system_prompt)
+        options = self._options(model, temperature, top_k, system_prompt, state.get("retrieval"))
         # Start the engine first: retrieval and the prompt then overlap the bookkeeping and the first update.
         # Gradio can only stop a generator between two of its steps, and one step of the engine (reading a
         # long prompt) can take seconds: the events come every STOP_TICK_S at least (None: nothing new).

@@ -62,7 +62,7 @@ class ConversationCallbacks:
 
     def new_conversation(self, state: dict, request: gr.Request):
         """Outputs: chatbot, state, sources, viewer, title box, browser memory, conversation list."""
-        state = new_state()
+        state = {**new_state(), "retrieval": (state or {}).get("retrieval")}  # the session's saved search settings stay
         return ([], state, render.sources_html([], []), render.viewer_placeholder(), gr.update(value=""), "",
                 gr.update(choices=self.conversation_choices(request), value=None))
 

@@ -133,12 +133,14 @@ class RetrievalCallbacks:
         return float(weight), self.retrieval_test(query, scope, weight, top_k, mode, request)
 
     def save_retrieval(self, weight, top_k, mode: str, state: dict):
-        """Outputs: the Settings tab's number of sources (the one retrieval setting chat takes today), and the
-        chat's state with this view's mode and weight under "retrieval", for chat to take once it can."""
+        """Outputs: the Settings tab's number of sources, and the chat's state with this view's mode and
+        fusion weight under "retrieval" (ChatOptions.mode and .weight of this session's questions)."""
         state = dict(state or new_state())
         state["retrieval"] = {"mode": mode, "weight": weight}
         sources = min(int(top_k), MAX_SOURCES) if top_k else 0
-        gr.Info(f"Chat in this session now uses {sources or 'the automatic number of'} sources (Settings tab).")
+        fusion = "the settings' fusion weights" if weight is None else f"dense weight {float(weight):.2f}"
+        gr.Info(f"Chat in this session now searches in {mode} mode with {fusion} and "
+                f"{sources or 'the automatic number of'} sources.")
         return sources, state
 
 
