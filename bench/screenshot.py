@@ -9,7 +9,7 @@ headless Chromium (Debian's) driven by Playwright; the TableFormer paper is drop
 - ``side-by-side`` (docs/side-by-side.png): in the "Side by side" tab, set-up A is the default model
   with hybrid search and B the smallest bundled one (SmolLM2-135M) with lexical search; the server
   lets two generations run at once (llm.max_concurrent = 2), both answers stream, B is voted the
-  better one, and the page is saved.
+  better one, and the page is saved with the win-rate table.
 The answers and their sources are printed, so a person can check what the picture shows.
 """
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 OUT = {"chat": ROOT / "docs" / "screenshot.png", "side-by-side": ROOT / "docs" / "side-by-side.png"}
-HEIGHT = {"chat": 900, "side-by-side": 1200}
+HEIGHT = {"chat": 900, "side-by-side": 1400}  # the window: side by side shows the win-rate table too
 
 
 @contextmanager
