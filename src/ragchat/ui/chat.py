@@ -39,7 +39,8 @@ class ChatCallbacks:
         provider = self.settings.llm.provider
         auto = {"auto": "Automatic: Ollama when it runs, else built-in",
                 "ollama": f"Ollama: {self.settings.llm.ollama_model} (configured)",
-                "llamacpp": "Built-in model (configured)"}[provider]
+                "llamacpp": "Built-in model (configured)",
+                "openai": f"OpenAI-compatible server: {self.settings.llm.model or 'its model'} (configured)"}[provider]
         choices = [(auto, AUTO)] + [(label, value) for value, label in self.engine.builtin_models()]
         try:
             models = self.engine.ollama_models()
