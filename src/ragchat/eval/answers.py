@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ragchat.answer.engine import ChatOptions
 from ragchat.answer.followup import strip_markers, without_quotes
 from ragchat.answer.refusal import is_refusal
 from ragchat.answer.replies import CLOSEST_PASSAGE, CLOSEST_PASSAGE_ZH, REFUSAL_EN
@@ -48,6 +49,7 @@ from ragchat.core.errors import RagchatError
 from ragchat.core.settings import Settings
 from ragchat.core.text import CJK_RANGE
 from ragchat.engine import Engine
+from ragchat.eval.report import print_table
 from ragchat.eval.retrieval import EVAL_COLLECTION, iter_corpus, load_qrels
 from ragchat.eval.stats import percentile
 from ragchat.ingest.pipeline import collect
@@ -245,13 +247,13 @@ def judge(q: Question, text: str) -> tuple[bool, bool, float | None]:
 
 
 def ask(chat, q: Question, filters, history: list[tuple[str, str]] | None = None,
-        label=lambda s: s.source) -> tuple[Row, object]:
+        label=lambda s: s.source, options: ChatOptions | None = None) -> tuple[Row, object]:
     """Ask through the chat engine (in a chat holding ``history``), timing the sources, the first token
-    and the end. ``label``: a source's name as the qrels write it."""
+    and the end. ``label``: a source's name as the qrels write it; ``options``: the model and sources."""
     t0 = time.perf_counter()
     sources_s = first_s = None
     answer = None
-    for ev in chat.stream(q.text, history or (), filters=filters):
+    for ev in chat.stream(q.text, history or (), filters=filters, options=options or ChatOptions()):
         if ev.kind == "sources" and sources_s is None:
             sources_s = time.perf_counter() - t0
         elif ev.kind == "token" and first_s is None and ev.text.strip():
@@ -263,6 +265,45 @@ def ask(chat, q: Question, filters, history: list[tuple[str, str]] | None = None
                 _r(sources_s, 4), _r(first_s, 4), round(total, 4))
     row.turn = len(history or ()) // 2 + 1
     return row, answer
+
+
+def warm_up(chat, question: Question, filters, options: ChatOptions | None = None) -> float:
+    """Ask one question untimed and unscored: it loads the embedder, jieba and the LLM, as a running
+    web app has them. Its seconds; RagchatError when there is no LLM at all (every question would fail alike)."""
+    t0 = time.perf_counter()
+    warm = ask(chat, question, filters, options=options)[1]
+    if warm.error and not warm.provider:
+        raise RagchatError(warm.error)
+    return time.perf_counter() - t0
+
+
+@dataclass
+class Asked:
+    rows: list[Row]
+    provider: str = ""
+    model: str = ""
+    stopped: bool = False  # the stop event ended it before the last question
+
+
+def ask_all(chat, questions: list[Question], filters, *, label=lambda s: s.source, conversation: bool = False,
+            options: ChatOptions | None = None, on_row=None, stop=None) -> Asked:
+    """Every question through ``chat``: each chain in a chat of its own, or with ``conversation`` all in
+    one chat (``conversation_order``). ``on_row(n, row, answer)`` after the n-th; ``stop`` (an Event)
+    ends it between two questions. The CLI and the web app's evaluations (``runs``) both ask this way."""
+    asked = Asked([])
+    for chat_questions in [conversation_order(questions)] if conversation else chains(questions):
+        history: list[tuple[str, str]] = []
+        for q in chat_questions:
+            if stop is not None and stop.is_set():
+                asked.stopped = True
+                return asked
+            row, answer = ask(chat, q, filters, history, label, options)
+            history += [("user", q.text), ("assistant", answer.text)]
+            asked.provider, asked.model = asked.provider or answer.provider, asked.model or answer.model
+            asked.rows.append(row)
+            if on_row is not None:
+                on_row(len(asked.rows), row, answer)
+    return asked
 
 
 def page_label(source) -> str:
@@ -323,43 +364,6 @@ def summarise(rows: list[Row]) -> dict:
     return out
 
 
-def _fmt(x: float | None) -> str:
-    return "   n/a" if x is None else f"{x:6.3f}"
-
-
-def _secs(x: float | None) -> str:
-    return "   n/a" if x is None else f"{x:5.2f} s"
-
-
-def print_table(res: dict) -> None:
-    print(f"{res['set']} ({res['split']}): {res['questions']} questions ({res['answerable']} answerable, "
-          f"{res['unanswerable']} unanswerable) over {res['docs']} documents, "
-          f"{'as one conversation' if res.get('conversation') else 'one chat each'}; {res['provider']} ({res['model']})")
-    lines = [
-        ("answer accuracy", res["accuracy"], f"of {res['answerable']} answerable ({res['with_answers']} by answers, "
-                                             f"{res['with_reference']} by reference), as shown"),
-        ("  model alone", res["model_accuracy"], "the model's words, without the quoted passage"),
-        ("  after turn 1", res["later_turns_accuracy"], f"of {res['later_turns']} answerable asked later in a chat"),
-        ("ROUGE-L recall, mean", res["rouge_l_recall"], f"of {res['with_reference']} with a reference"),
-        ("refusal accuracy", res["refusal_accuracy"], f"of {res['unanswerable']} unanswerable"),
-        ("  model alone", res["model_refusal_accuracy"], "the model refused"),
-        ("false refusals", res["false_refusals"], f"of {res['answerable']} answerable"),
-        ("  model alone", res["model_false_refusals"], "the model refused"),
-        ("citation precision", res["citation_precision"], f"of {res['cited_sources']} cited sources"),
-        ("a gold source cited", res["gold_cited"], f"of {res['with_qrels']} answerable with qrels"),
-        ("a gold source retrieved", res["gold_retrieved"], f"of {res['with_qrels']} answerable with qrels"),
-    ]
-    for name, value, note in lines:
-        print(f"  {name:<24}{_fmt(value)}   {note}")
-    for name, key in (("sources shown", "sources_s"), ("first token", "first_token_s"), ("whole answer", "answer_s")):
-        print(f"  {name:<24}p50 {_secs(res[key + '_p50'])}   p95 {_secs(res[key + '_p95'])}")
-    for lang, g in (res.get("by_lang") or {}).items():
-        print(f"  {lang:<8}{g['questions']:3d} questions: right {_fmt(g['accuracy'])}, model alone "
-              f"{_fmt(g['model_accuracy'])}, refused {_fmt(g['refused'])}")
-    print(f"  ingest {res['ingest_s']:.1f} s; warm-up question {res['warmup_s']:.1f} s (not timed above); "
-          f"LLM errors {res['errors']}")
-
-
 # ---- the command -----------------------------------------------------------------------------------
 
 
@@ -369,8 +373,6 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
     questions = sample(load_questions(beir_dir, split, files=files is not None), limit)
     filters = Filters(collections=[EVAL_COLLECTION])
     label = page_label if files is not None else (lambda s: s.source)
-    rows: list[Row] = []
-    provider = model = ""
     tmp = None
     if store is None:
         tmp = tempfile.TemporaryDirectory(prefix="ragchat-eval-")
@@ -389,34 +391,26 @@ def run_answer_eval(settings: Settings, beir_dir: Path, split: str = "test", as_
                 eng.ingestor.ingest_texts(iter_corpus(beir_dir / "corpus.jsonl"), EVAL_COLLECTION)
             ingest_s = time.perf_counter() - t0
             docs = len(eng.catalog.documents(collections=[EVAL_COLLECTION], status="done"))
-            # Untimed and unscored: loads the embedder, jieba and the LLM, as a running web app has them.
-            warm = ask(eng.chat, questions[0], filters)[1]
-            if warm.error and not warm.provider:  # no LLM at all: every question would fail alike
-                raise RagchatError(warm.error)
-            warmup_s = time.perf_counter() - t0 - ingest_s
-            chats = [conversation_order(questions)] if conversation else chains(questions)
-            for chat_questions in chats:
-                history: list[tuple[str, str]] = []
-                for q in chat_questions:
-                    row, answer = ask(eng.chat, q, filters, history, label)
-                    history += [("user", q.text), ("assistant", answer.text)]
-                    provider, model = provider or answer.provider, model or answer.model
-                    rows.append(row)
-                    if out:
-                        out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
-                        out.flush()
-                    verdict = "right" if row.correct else "wrong"
-                    print(f"[{len(rows)}/{len(questions)}] {q.id}: {verdict}{', refused' if row.refused else ''} "
-                          f"(model alone {'right' if row.model_correct else 'wrong'}) in {row.answer_s:.1f} s"
-                          f"{' (error)' if row.error else ''}", file=sys.stderr, flush=True)
+            warmup_s = warm_up(eng.chat, questions[0], filters)
+
+            def on_row(n: int, row: Row, _answer) -> None:
+                if out:
+                    out.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+                    out.flush()
+                verdict = "right" if row.correct else "wrong"
+                print(f"[{n}/{len(questions)}] {row.id}: {verdict}{', refused' if row.refused else ''} "
+                      f"(model alone {'right' if row.model_correct else 'wrong'}) in {row.answer_s:.1f} s"
+                      f"{' (error)' if row.error else ''}", file=sys.stderr, flush=True)
+
+            asked = ask_all(eng.chat, questions, filters, label=label, conversation=conversation, on_row=on_row)
     finally:
         if out:
             out.close()
         if tmp is not None:
             tmp.cleanup()
 
-    result = {"set": beir_dir.resolve().name, "split": split, **summarise(rows), "provider": provider, "model": model,
-              "docs": docs, "ingest_s": round(ingest_s, 2), "warmup_s": round(warmup_s, 2), "limit": limit,
+    result = {"set": beir_dir.resolve().name, "split": split, **summarise(asked.rows), "provider": asked.provider,
+              "model": asked.model, "docs": docs, "ingest_s": round(ingest_s, 2), "warmup_s": round(warmup_s, 2), "limit": limit,
               "seed": SEED if limit or conversation else None, "conversation": conversation}
     print_table(result)
     if as_json:

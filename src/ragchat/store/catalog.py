@@ -7,9 +7,9 @@ and a document is searchable only once its status is "done".
 ``Catalog`` is the one object callers hold. This module opens the database and keeps the store
 facts (``store_meta``: a key-value table); the methods of each table group come from the modules
 that own it: ``documents`` (documents, pages, word boxes, chunks), ``jobs`` (the change log and the
-job queue), ``conversations``, ``logins`` (the login throttle's counts) and ``feedback`` (thumbs and
-votes). The tables themselves are in ``tables``; the users and API keys
-tables are read by ragchat.auth.
+job queue), ``conversations``, ``logins`` (the login throttle's counts), ``feedback`` (thumbs and
+votes) and ``evals`` (the web app's evaluation runs). The tables themselves are in ``tables``; the
+users and API keys tables are read by ragchat.auth.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ragchat.core.errors import StoreError
 from ragchat.store.conversations import Conversations
 from ragchat.store.documents import Documents
+from ragchat.store.evals import Evaluations
 from ragchat.store.feedback import Feedback
 from ragchat.store.jobs import ChangeLog, Jobs
 from ragchat.store.logins import LoginFailures
@@ -33,7 +34,7 @@ from ragchat.store.watched import WatchedFiles
 _SCHEMA_LOCK = 0x7261676368617401
 
 
-class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback, WatchedFiles):
+class Catalog(Documents, ChangeLog, Jobs, Conversations, LoginFailures, Feedback, Evaluations, WatchedFiles):
     """shared: other processes write to this catalog too, so what is cached here (the searchable
     documents) is checked against the change log instead of trusted until this process changes it."""
 

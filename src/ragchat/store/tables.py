@@ -219,6 +219,24 @@ class VoteRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
 
 
+class EvalRunRow(Base):
+    """One evaluation started in the web app: a QA set asked of some set-ups (ragchat.eval.runs)."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    set_name: Mapped[str] = mapped_column(String(256))
+    setups: Mapped[list] = mapped_column(JSON, default=list)  # [{"model", "mode", "top_k"}, ...]
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed | stopped
+    done: Mapped[int] = mapped_column(Integer, default=0)  # questions asked, over all set-ups
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    results: Mapped[list] = mapped_column(JSON, default=list)  # one dict per finished set-up
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class WatchedFile(Base):
     """A file a folder watcher has read: its stamp and content hash (ragchat.store.watched)."""
 

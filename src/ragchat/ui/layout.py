@@ -13,6 +13,7 @@ import gradio as gr
 
 from ragchat.ui import render
 from ragchat.ui.compare import build_compare_tab
+from ragchat.ui.evaluation import build_evaluation_tab
 from ragchat.ui.library import WELCOME
 from ragchat.ui.retrieval_view import build_retrieval_tab
 from ragchat.ui.session import ALL, AUTO, new_state
@@ -123,6 +124,7 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                 clear_btn = gr.Button("Clear finished uploads from the list", size="sm", variant="secondary")
 
             build_compare_tab(app, scope)  # ---- side by side (ui/compare.py) ----------------------
+            build_evaluation_tab(app)  # ---- evaluation (ui/evaluation.py) ---------------------
 
             # ---- settings --------------------------------------------------------------------
             with gr.Tab("Settings", id="settings"):
