@@ -1,6 +1,6 @@
 """The README's screenshots, taken from the real app with the default settings and the default model.
 
-    .venv/bin/python bench/screenshot.py [--view chat|side-by-side] [--question QUESTION] [--file FILE] [--out PNG]
+    .venv/bin/python bench/screenshot.py [--view chat|side-by-side|evaluation] [--question QUESTION] [--file FILE] [--out PNG]
 
 A fresh store in a temporary folder, `ragchat serve` on a free port with the built-in default model,
 headless Chromium (Debian's) driven by Playwright; the TableFormer paper is dropped on the page.
@@ -10,6 +10,10 @@ headless Chromium (Debian's) driven by Playwright; the TableFormer paper is drop
   with hybrid search and B the smallest bundled one (SmolLM2-135M) with lexical search; the server
   lets two generations run at once (llm.max_concurrent = 2), both answers stream, B is voted the
   better one, and the page is saved with the win-rate table.
+- ``evaluation`` (docs/evaluation.png): the question is asked and given a thumbs-up, a second one a
+  thumbs-down with its right answer; in the "Evaluation" tab the person's feedback is run against
+  the default model and SmolLM2-135M (hybrid search), and the page is saved with the results table,
+  the chart and the questions answered wrong.
 The answers and their sources are printed, so a person can check what the picture shows.
 """
 
@@ -29,8 +33,12 @@ from common import free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-OUT = {"chat": ROOT / "docs" / "screenshot.png", "side-by-side": ROOT / "docs" / "side-by-side.png"}
+OUT = {"chat": ROOT / "docs" / "screenshot.png", "side-by-side": ROOT / "docs" / "side-by-side.png",
+       "evaluation": ROOT / "docs" / "evaluation.png"}
 HEIGHT = {"chat": 900, "side-by-side": 1400}  # the window: side by side shows the win-rate table too
+# --view evaluation: the second rated question, and the right answer its thumbs-down carries
+RATED = ("What does TableFormer predict for a table image?",
+         "TableFormer predicts the structure of the table and the bounding box of each table cell.")
 
 
 @contextmanager
@@ -88,6 +96,32 @@ def side_by_side(page, question: str) -> None:
     page.wait_for_timeout(4000)  # the "vote saved" note goes
 
 
+def evaluation(page, question: str) -> None:
+    for q, correction in ((question, ""), RATED):
+        page.fill("#rc-message textarea", q)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#rc-sources-panel .rc-card")
+        page.wait_for_function("""() => { const rows = document.querySelectorAll('#rc-chat .bot-row');
+            const last = rows[rows.length - 1]; return last && !last.innerText.trim().endsWith('▍'); }""")
+        page.hover("#rc-chat .bot-row >> nth=-1")
+        page.locator(f"#rc-chat button[aria-label='{'Dislike' if correction else 'Like'}']").last.click()
+        page.wait_for_selector("#rc-feedback-correction textarea" if correction else "#rc-feedback-note textarea")
+        if correction:
+            page.fill("#rc-feedback-correction textarea", correction)
+        page.click("#rc-feedback-save")
+        page.wait_for_selector("#rc-feedback", state="hidden")
+    page.click("button[role=tab]:has-text('Evaluation')")
+    page.click("#rc-eval-models input")
+    page.click("ul[role=listbox] li:has-text('SmolLM2')")
+    page.keyboard.press("Escape")
+    page.click("#rc-eval-run")
+    page.wait_for_selector("#rc-eval-progress [data-status=done]")
+    page.wait_for_selector("#rc-eval-chart canvas, #rc-eval-chart svg.marks")
+    print(page.inner_text("#rc-eval-table"), "\n", page.inner_text("#rc-eval-wrong")[:1500])
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(4000)  # the "vote saved" note goes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--view", choices=sorted(OUT), default="chat")
@@ -101,12 +135,12 @@ def main() -> None:
     env = {"RAGCHAT_LLM__MAX_CONCURRENT": "2"} if args.view == "side-by-side" else {}
     with served(env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1440, "height": HEIGHT[args.view]})
+        page = browser.new_page(viewport={"width": 1440, "height": HEIGHT.get(args.view, 1200)})
         page.set_default_timeout(300_000)
         page.goto(url)
         page.set_input_files("#rc-upload input[type=file]", str(args.file))
         page.wait_for_selector(f'#rc-progress .rc-file-row.rc-done:has-text("{args.file.name}")')
-        (chat if args.view == "chat" else side_by_side)(page, args.question)
+        {"chat": chat, "side-by-side": side_by_side, "evaluation": evaluation}[args.view](page, args.question)
         page.screenshot(path=str(out))
         browser.close()
     print(f"saved {out}")
