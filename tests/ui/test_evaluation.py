@@ -24,6 +24,11 @@ CORRECTION = "The Veltmar harbor was dredged to a depth of 14 metres."
 DISLIKE = "#rc-chat button[aria-label='Dislike']"
 
 
+def answers_saved(server) -> int:
+    with sqlite3.connect(f"file:{server.store / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM messages WHERE role = 'assistant'").fetchone()[0]
+
+
 def test_thumbs_down_then_an_evaluation_on_my_feedback_shows_table_and_chart(launch_app, tmp_path):
     server = launch_app(max_answer_tokens=48)
     doc = tmp_path / "harbor.txt"
@@ -40,10 +45,11 @@ def test_thumbs_down_then_an_evaluation_on_my_feedback_shows_table_and_chart(lau
         page.fill("#rc-message textarea", QUESTION)
         page.keyboard.press("Enter")
         page.wait_for_selector("#rc-sources-panel .rc-card", timeout=120_000)
-        page.wait_for_function("""() => { const rows = document.querySelectorAll('#rc-chat .bot-row');
-            const last = rows[rows.length - 1]; return last && !last.innerText.trim().endsWith('▍'); }""",
-                               timeout=120_000)
-        page.wait_for_timeout(1500)
+        for _ in range(480):  # until the answer is written and saved (a status line or "▍" means it is not)
+            if answers_saved(server) == 1:
+                break
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(1000)  # the final update reaches the page
         page.hover("#rc-chat .bot-row >> nth=-1")
         labels = page.eval_on_selector_all("#rc-chat button", "bs => bs.map(b => b.getAttribute('aria-label'))")
         assert "Dislike" in labels, labels

@@ -65,6 +65,8 @@ class FeedbackBook:
         if self.catalog.conversation(cid, owner=owner) is None:
             raise RagchatError("no such conversation")
         messages = self.catalog.messages(cid)
+        if index == len(messages) and messages and messages[-1].role == "user":
+            raise RagchatError("the answer is still being written: rate it once it is done")
         if not 0 <= index < len(messages) or messages[index].role != "assistant":
             raise RagchatError("only an answer can be rated")
         answer, meta = messages[index], messages[index].meta or {}

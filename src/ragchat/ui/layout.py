@@ -67,7 +67,7 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                     with gr.Column(scale=3, min_width=420):
                         chatbot = gr.Chatbot(
                             elem_id="rc-chat", height="calc(100vh - 330px)", min_height=360, show_label=False,
-                            placeholder=WELCOME, buttons=["copy", "copy_all"], feedback_options=None,
+                            placeholder=WELCOME, buttons=["copy", "copy_all"], feedback_options=("Like", "Dislike"),
                             latex_delimiters=LATEX, layout="bubble", autoscroll=True, sanitize_html=True,
                             allow_tags=False,
                         )
@@ -85,6 +85,12 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
                                 choices=[("Search in all documents", ALL)], value=[ALL], multiselect=True, show_label=False,
                                 allow_custom_value=True, container=False, scale=4, elem_id="rc-scope",
                             )
+                        with gr.Group(visible=False, elem_id="rc-feedback") as feedback_form:
+                            note = gr.Textbox(label="What was good or wrong? (optional)", max_lines=4,
+                                              elem_id="rc-feedback-note")
+                            correction = gr.Textbox(label="The right answer (makes this question a test question)",
+                                                    max_lines=6, elem_id="rc-feedback-correction")
+                            note_btn = gr.Button("Save note", size="sm", elem_id="rc-feedback-save")
                     with gr.Column(scale=2, min_width=320, elem_id="rc-side"):
                         upload = gr.File(
                             label="Add documents", file_count="multiple", type="filepath",
@@ -170,6 +176,8 @@ def build_blocks(app: WebApp, warmup=None) -> gr.Blocks:
         sources.click(app.source_clicked, [state], viewer, api_visibility="private", show_progress="hidden")
         show_source_btn.click(app.show_source, [source_n, state], viewer, api_name="show_source")
         chatbot.select(app.select_message, [state], [state, sources, viewer], api_visibility="private")
+        chatbot.like(app.rate, [state], [state, feedback_form, note, correction], api_visibility="private")
+        note_btn.click(app.add_note, [note, correction, state], feedback_form, api_visibility="private")
 
         library_outputs = [library, picked, scope, collection, chatbot]
         for box in (upload, upload_lib):

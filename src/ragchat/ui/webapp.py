@@ -17,13 +17,14 @@ from ragchat.ui.chat import ChatCallbacks
 from ragchat.ui.compare import CompareCallbacks
 from ragchat.ui.conversations import ConversationCallbacks
 from ragchat.ui.evaluation import EvaluationCallbacks
+from ragchat.ui.feedback import FeedbackCallbacks
 from ragchat.ui.library import LibraryCallbacks
 from ragchat.ui.pageview import PageViews
 from ragchat.ui.retrieval_view import RetrievalCallbacks
 
 
-class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks, CompareCallbacks, RetrievalCallbacks,
-             EvaluationCallbacks):
+class WebApp(LibraryCallbacks, ConversationCallbacks, ChatCallbacks, FeedbackCallbacks, CompareCallbacks,
+             RetrievalCallbacks, EvaluationCallbacks):
     """The page's callbacks over one engine and the ingestion jobs it shares with the HTTP API."""
 
     def __init__(self, engine, jobs: IngestJobs, watchers: Watchers | None = None, page_views: PageViews | None = None):
