@@ -102,7 +102,9 @@ def evaluation(page, question: str) -> None:
         page.keyboard.press("Enter")
         page.wait_for_selector("#rc-sources-panel .rc-card")
         page.wait_for_function("""() => { const rows = document.querySelectorAll('#rc-chat .bot-row');
-            const last = rows[rows.length - 1]; return last && !last.innerText.trim().endsWith('▍'); }""")
+            const last = rows[rows.length - 1], text = last ? last.innerText.trim() : '';
+            return text && !text.endsWith('▍') && !text.endsWith('…'); }""")  # written, not a status line
+        page.wait_for_timeout(1500)  # saved: the answer event's last step
         page.hover("#rc-chat .bot-row >> nth=-1")
         page.locator(f"#rc-chat button[aria-label='{'Dislike' if correction else 'Like'}']").last.click()
         page.wait_for_selector("#rc-feedback-correction textarea" if correction else "#rc-feedback-note textarea")
