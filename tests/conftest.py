@@ -79,6 +79,20 @@ def make_settings(store: Path, **overrides):
     return load_settings(store=store, llm=llm, embedding=embedding, **overrides)
 
 
+def ask_and_save(engine, owner: str | None, question: str, cid: str | None = None) -> tuple[str, int]:
+    """Ask through the engine's chat as the page does, saving the question and the answer in a
+    conversation (``cid``'s, or a new one); (conversation id, the answer's index in it)."""
+    from ragchat.answer.engine import ChatOptions
+
+    cid, history = engine.conversations.ask(cid, question, owner)
+    engine.conversations.save_question(cid, question)
+    final = None
+    for event in engine.chat.stream(question, history, engine.filters_for(owner), ChatOptions()):
+        final = event.answer if event.kind == "done" else final
+    engine.conversations.save_answer(cid, final)
+    return cid, len(engine.catalog.messages(cid)) - 1
+
+
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     for key in [k for k in _os.environ if k.startswith("RAGCHAT_") and k != "RAGCHAT_EMBEDDING__MODEL"]:

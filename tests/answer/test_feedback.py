@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TEST_MODEL, make_settings, run_cli
+from conftest import TEST_MODEL, ask_and_save, make_settings, run_cli
 
-from ragchat.answer.engine import ChatOptions
 from ragchat.core.errors import RagchatError
 from ragchat.engine import Engine
 from ragchat.ingest.pipeline import SourceFile
@@ -26,17 +25,6 @@ BOB = ("orchard.txt", "Bob's orchard grows the Ilsen pear, a late variety picked
                       "cold cellars until spring.")
 
 
-def chat(engine: Engine, owner: str, cid: str | None, question: str) -> tuple[str, int]:
-    """Ask as the page does; (conversation id, index of the answer in it)."""
-    cid, history = engine.conversations.ask(cid, question, owner)
-    engine.conversations.save_question(cid, question)
-    final = None
-    for event in engine.chat.stream(question, history, engine.filters_for(owner), ChatOptions()):
-        final = event.answer if event.kind == "done" else final
-    engine.conversations.save_answer(cid, final)
-    return cid, len(engine.catalog.messages(cid)) - 1
-
-
 @pytest.fixture(scope="module")
 def rated(tmp_path_factory):
     root = tmp_path_factory.mktemp("feedback")
@@ -47,20 +35,20 @@ def rated(tmp_path_factory):
             (root / name).write_text(text, encoding="utf-8")
             (done,) = engine.ingestor.ingest([SourceFile(root / name, name)], f"~{owner}/default", owner=owner)
             assert done.outcome == "added", done.error
-        cid, first = chat(engine, "alice", None, "How deep was the Veltmar harbor dredged?")
+        cid, first = ask_and_save(engine, "alice", cid=None, question="How deep was the Veltmar harbor dredged?")
         up = engine.feedback.rate_message("alice", cid, first, 1, note="right")
-        cid, second = chat(engine, "alice", cid, "What colour is the Grey Finch lighthouse?")
+        cid, second = ask_and_save(engine, "alice", cid=cid, question="What colour is the Grey Finch lighthouse?")
         down = engine.feedback.rate_message("alice", cid, second, -1)
         assert engine.catalog.amend_feedback(down, "alice", note="it missed the colour",
                                              correction="It is white, with a red lantern room.")
         assert not engine.catalog.amend_feedback(down, "bob", note="bob edits", correction="")
-        _, third = chat(engine, "alice", cid, "When was the harbor dredged?")
+        _, third = ask_and_save(engine, "alice", cid=cid, question="When was the harbor dredged?")
         plain_down = engine.feedback.rate_message("alice", cid, third, -1)
         with pytest.raises(RagchatError):  # bob cannot rate alice's conversation
             engine.feedback.rate_message("bob", cid, first, 1)
         with pytest.raises(RagchatError):  # only answers are rated, not questions
             engine.feedback.rate_message("alice", cid, first - 1, 1)
-        bob_cid, bob_answer = chat(engine, "bob", None, "When is the Ilsen pear picked?")
+        bob_cid, bob_answer = ask_and_save(engine, "bob", cid=None, question="When is the Ilsen pear picked?")
         bob_up = engine.feedback.rate_message("bob", bob_cid, bob_answer, 1)
     finally:
         engine.close()

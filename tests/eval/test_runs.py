@@ -16,9 +16,8 @@ import time
 import zipfile
 
 import pytest
-from conftest import make_settings
+from conftest import ask_and_save, make_settings
 
-from ragchat.answer.engine import ChatOptions
 from ragchat.answer.setups import Setup
 from ragchat.auth.users import add_user
 from ragchat.core.access import AccessError
@@ -32,16 +31,6 @@ pytestmark = [pytest.mark.slow]  # the built-in LLM answers every question
 ALICE = "The Veltmar harbor was dredged in 2011 to a depth of 14 metres. Its lighthouse, the Grey Finch, is white."
 BOB = "Bob's notes: the Veltmar harbor is said to be 90 metres deep, and its lighthouse is painted green."
 RUN_TIMEOUT = 600
-
-
-def chat(engine: Engine, owner: str, question: str) -> tuple[str, int]:
-    cid, history = engine.conversations.ask(None, question, owner)
-    engine.conversations.save_question(cid, question)
-    final = None
-    for event in engine.chat.stream(question, history, engine.filters_for(owner), ChatOptions()):
-        final = event.answer if event.kind == "done" else final
-    engine.conversations.save_answer(cid, final)
-    return cid, len(engine.catalog.messages(cid)) - 1
 
 
 def wait(runs: EvalRuns, run_id: str):
@@ -66,12 +55,12 @@ def world(tmp_path_factory):
         (root / owner / "harbor.txt").write_text(text, encoding="utf-8")
         (done,) = engine.ingestor.ingest([SourceFile(root / owner / "harbor.txt", "harbor.txt")], "default", owner=owner)
         docs[owner] = done.doc_id
-    cid, index = chat(engine, "alice", "How deep was the Veltmar harbor dredged?")
+    cid, index = ask_and_save(engine, "alice", "How deep was the Veltmar harbor dredged?")
     engine.feedback.rate_message("alice", cid, index, 1)
-    cid, index = chat(engine, "alice", "What colour is the Grey Finch lighthouse?")
+    cid, index = ask_and_save(engine, "alice", "What colour is the Grey Finch lighthouse?")
     down = engine.feedback.rate_message("alice", cid, index, -1)
     engine.catalog.amend_feedback(down, "alice", note="", correction="The Grey Finch lighthouse is white.")
-    cid, index = chat(engine, "bob", "How deep is the Veltmar harbor?")
+    cid, index = ask_and_save(engine, "bob", "How deep is the Veltmar harbor?")
     engine.feedback.rate_message("bob", cid, index, 1)
     runs = EvalRuns(engine)
     yield {"root": root, "engine": engine, "runs": runs, "docs": docs}

@@ -1,17 +1,14 @@
 """A set-up for the side-by-side view: a model choice and, optionally, retrieval settings.
 
-``Setup.options()`` is what ``ChatEngine.stream`` takes for the model and the number of sources;
-``Setup.chat(engine)`` is the chat engine to ask, over a retriever whose mode is the set-up's when
-it has one (the same indexes, embedder and catalog; only ``retrieval.mode`` differs). ``key()`` names
-the set-up in the catalog's votes and the win-rate table.
+``Setup.options()`` is what ``ChatEngine.stream`` takes for the model, the search mode and the
+number of sources. ``key()`` names the set-up in the catalog's votes and the win-rate table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ragchat.answer.engine import ChatEngine, ChatOptions
-from ragchat.retrieve.search import Retriever
+from ragchat.answer.engine import ChatOptions
 
 MODES = ("hybrid", "dense", "lexical")
 
@@ -37,13 +34,4 @@ class Setup:
         return ", ".join(parts)
 
     def options(self) -> ChatOptions:
-        return ChatOptions(top_k=self.top_k or None, model=self.model)
-
-    def chat(self, engine: ChatEngine) -> ChatEngine:
-        r = engine.retriever
-        if not self.mode or self.mode == r.settings.mode:
-            return engine
-        retriever = Retriever(r.settings.model_copy(update={"mode": self.mode}), r.embedder, r.vectors, r.lexical,
-                              r.catalog, r.multilingual)
-        return ChatEngine(engine.settings, retriever, engine.llm_for, engine.gate, engine.timeout_s,
-                          engine.has_documents)
+        return ChatOptions(top_k=self.top_k or None, model=self.model, mode=self.mode)

@@ -183,7 +183,7 @@ class EvalRuns:
         done = 0
         for spec in row.setups:
             setup = Setup(**spec)
-            chat, options = setup.chat(self.engine.chat), setup.options()
+            chat, options = self.engine.chat, setup.options()
             wrong: list[dict] = []
             read: set[str] = set()
 

@@ -53,7 +53,7 @@ class _Column:
     def start(self, chat, question: str, filters) -> None:
         self.started = time.monotonic()
         self.status = "Searching your documents…"
-        stream = self.setup.chat(chat).stream(question, (), filters, self.setup.options())
+        stream = chat.stream(question, (), filters, self.setup.options())
         self.events = BackgroundIterator(stream, tick=TICK_S, name="ragchat-compare")
 
     def step(self) -> bool:
