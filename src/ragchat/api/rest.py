@@ -101,15 +101,18 @@ class FeedbackSource(BaseModel):
     id: int | None = Field(None, ge=0, le=1000, description="The n of its [n] marker.")
     source: str | None = Field(None, max_length=1024)
     page: int | None = Field(None, ge=0)
-    text: str | None = Field(None, max_length=100_000)
+    text: str | None = Field(None, max_length=10_000)
     _numbers = numbers_only("id", "page")
 
 
 class FeedbackRequest(BaseModel):
+    """The limits keep the largest valid body under JSON_BODY_LIMIT even with every character sent as
+    a \\u escape, so a body the schema allows is never refused as too large (413)."""
+
     rating: Literal["up", "down"]
     question: str = Field(min_length=1, max_length=10_000)
-    answer: str = Field(max_length=100_000, description="The answer as /ask gave it.")
-    sources: list[FeedbackSource] = Field(default_factory=list, max_length=50, description="The sources it cited.")
+    answer: str = Field(max_length=20_000, description="The answer as /ask gave it.")
+    sources: list[FeedbackSource] = Field(default_factory=list, max_length=20, description="The sources it cited.")
     note: str = Field("", max_length=5_000, description="What was good or wrong.")
     correction: str = Field("", max_length=20_000, description="The right answer (makes a thumbs-down a test question).")
     model: str | None = Field(None, max_length=200, description="The model that answered, if you chose one.")
