@@ -74,6 +74,8 @@ def test_thumbs_down_then_an_evaluation_on_my_feedback_shows_table_and_chart(lau
         page.wait_for_selector("#rc-eval-progress .rc-eval-progress", timeout=30_000)
         page.wait_for_selector("#rc-eval-progress [data-status=done]", timeout=300_000)
         assert "1 of 1 answers" in page.inner_text("#rc-eval-progress")
+        page.wait_for_function("document.querySelector('#rc-eval-runs input').value.endsWith('done')",
+                               timeout=30_000)  # the run picker's label follows the run's end
         page.wait_for_function("document.querySelector('#rc-eval-table').innerText.includes('auto (SmolLM2')")
         table = page.inner_text("#rc-eval-table")
         assert "no earlier run" in table and "%" in table

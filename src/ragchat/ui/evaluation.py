@@ -95,6 +95,14 @@ class EvaluationCallbacks:
         return (progress_html(row), table, _chart(row.results), wrong_html(row.results),
                 gr.Timer(active=row.status in LIVE))
 
+    def eval_tick(self, run_id, request: gr.Request):
+        """The timer while a run is live. Outputs: ``eval_show``'s, then the runs picker, relabelled
+        once the run has ended (its label carries the status)."""
+        shown = self.eval_show(run_id, request)
+        row = self.evals.get(run_id or "", user_of(request))
+        ended = row is None or row.status not in LIVE
+        return (*shown, self._runs_picker(user_of(request), run_id) if ended else gr.skip())
+
     def _runs_picker(self, user, run_id=None):
         runs = self.evals.runs(user)
         choices = [(run_label(r, show_owner=user is not None and r.owner != user), r.id) for r in runs]
@@ -189,4 +197,4 @@ def build_evaluation_tab(app) -> None:
     run.click(app.eval_start, [source, upload, models, modes, top_k], [runs, *shown], **kw)
     stop.click(app.eval_stop, [runs], None, **kw)
     runs.input(app.eval_show, [runs], shown, **kw)
-    timer.tick(app.eval_show, [runs], shown, concurrency_limit=None, **kw)
+    timer.tick(app.eval_tick, [runs], [*shown, runs], concurrency_limit=None, **kw)
